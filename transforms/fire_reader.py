@@ -1,0 +1,200 @@
+"""Read a FIRE folder (real or generated) into a manifest: one row per image pair.
+
+FIRE layout::
+
+    ROOT/Images/<pair>_1.jpg, <pair>_2.jpg      (pair = category letter S/P/A + number)
+    ROOT/Ground Truth/control_points_<pair>_1_2.txt
+    ROOT/Masks/mask.png                          (optional field-of-view mask)
+
+Each control-point line is ``x_fixed y_fixed x_moving y_moving`` in full-resolution
+pixels, ``(x, y)`` = (column, row); ``<pair>_1`` is the fixed image.
+FIRE's ``control_points_P37_1_2.txt`` is known to be wrong and is excluded by default.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+__all__ = [
+    "CATEGORIES",
+    "KNOWN_BAD_PAIRS",
+    "FireFormatError",
+    "read_control_points",
+    "read_fire",
+]
+
+CATEGORIES = ("S", "P", "A")
+#: pairs whose ground truth the community excludes (see DESIGN.md)
+KNOWN_BAD_PAIRS = ("P37",)
+
+_IMAGE_RE = re.compile(r"^(?P<pair>[A-Za-z]+\d+)_(?P<index>[12])\.(?P<ext>jpe?g|png|tif|tiff)$", re.IGNORECASE)
+
+
+class FireFormatError(ValueError):
+    """A FIRE folder or one of its files does not follow the FIRE layout."""
+
+
+def read_control_points(
+    path: str | Path, image_sizes: tuple[tuple[int, int], tuple[int, int]] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read one FIRE control-point file.
+
+    Args:
+        path: ``control_points_<pair>_1_2.txt``; one point per line,
+            ``x_fixed y_fixed x_moving y_moving`` in pixels; blank lines are skipped.
+        image_sizes: ``((W_fixed, H_fixed), (W_moving, H_moving))``; when given, every
+            point must lie inside its image (``-0.5 <= x < W - 0.5``).
+
+    Returns:
+        ``(fixed_points, moving_points)``, each (N, 2) float64 ``(x, y)`` pixels.
+
+    Raises:
+        FileNotFoundError: naming the file if it does not exist.
+        FireFormatError: naming the file and line for a wrong number of columns, a
+            non-number, a point outside its image, or a file without points.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"control-point file not found: {path}")
+    rows: list[list[float]] = []
+    with path.open("r", encoding="utf-8", errors="replace") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 4:
+                raise FireFormatError(
+                    f"{path}, line {line_no}: expected 4 columns (x_fixed y_fixed x_moving y_moving), "
+                    f"got {len(fields)}: {line.strip()!r}"
+                )
+            try:
+                values = [float(v) for v in fields]
+            except ValueError:
+                raise FireFormatError(f"{path}, line {line_no}: not a number in {line.strip()!r}") from None
+            if not np.all(np.isfinite(values)):
+                raise FireFormatError(f"{path}, line {line_no}: non-finite value in {line.strip()!r}")
+            if image_sizes is not None:
+                for role, (x, y), (w, h) in (
+                    ("fixed", values[:2], image_sizes[0]),
+                    ("moving", values[2:], image_sizes[1]),
+                ):
+                    if not (-0.5 <= x < w - 0.5 and -0.5 <= y < h - 0.5):
+                        raise FireFormatError(
+                            f"{path}, line {line_no}: {role} point ({x:g}, {y:g}) lies outside "
+                            f"the {role} image of size {w}x{h} (width x height)"
+                        )
+            rows.append(values)
+    if not rows:
+        raise FireFormatError(f"{path}: no control points in the file")
+    arr = np.asarray(rows, dtype=np.float64)
+    return arr[:, :2].copy(), arr[:, 2:].copy()
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except Exception as err:  # PIL raises several types for unreadable files
+        raise FireFormatError(f"cannot read image {path}: {err}") from None
+
+
+def read_fire(
+    root: str | Path,
+    exclude_known_bad: bool = True,
+    categories: str | tuple[str, ...] | None = None,
+) -> pd.DataFrame:
+    """Read a FIRE folder into a manifest DataFrame, one row per pair, sorted by name.
+
+    Args:
+        root: the FIRE folder (holding ``Images/`` and ``Ground Truth/``).
+        exclude_known_bad: drop pairs in :data:`KNOWN_BAD_PAIRS` (P37) — on by default.
+        categories: keep only these categories, e.g. ``"SA"`` or ``("P",)``.
+
+    Returns:
+        Columns ``name`` (``A01``), ``category`` (S/P/A), ``fixed`` and ``moving`` (image
+        paths as str, ``<pair>_1`` is fixed), ``fixed_points`` and ``moving_points``
+        ((N, 2) float64 ``(x, y)`` full-resolution pixels), ``mask`` (path of
+        ``Masks/mask.png`` or None), ``width``, ``height`` (of the fixed image, px).
+        ``manifest.attrs`` records ``root``, ``excluded`` (names dropped as known bad).
+
+    Raises:
+        FileNotFoundError: naming the missing folder or file.
+        FireFormatError: naming the offending file (and line).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"FIRE folder not found: {root}")
+    images_dir = root / "Images"
+    truth_dir = root / "Ground Truth"
+    for folder in (images_dir, truth_dir):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"FIRE folder {root} has no {folder.name}/ folder (expected {folder})")
+    wanted = None
+    if categories is not None:
+        wanted = {c.upper() for c in categories}
+        unknown = wanted - set(CATEGORIES)
+        if unknown:
+            raise ValueError(f"unknown categories {sorted(unknown)}; FIRE has {list(CATEGORIES)}")
+
+    images: dict[str, dict[str, Path]] = {}
+    for path in sorted(images_dir.iterdir()):
+        match = _IMAGE_RE.match(path.name)
+        if match is None:
+            continue
+        images.setdefault(match["pair"].upper(), {})[match["index"]] = path
+    if not images:
+        raise FireFormatError(f"no FIRE images (<pair>_1.jpg, <pair>_2.jpg) in {images_dir}")
+
+    mask_path = root / "Masks" / "mask.png"
+    mask = str(mask_path) if mask_path.is_file() else None
+    rows = []
+    excluded = []
+    for name in sorted(images):
+        parts = images[name]
+        for index, partner in (("1", "2"), ("2", "1")):
+            if index in parts and partner not in parts:
+                raise FireFormatError(
+                    f"image {parts[index]} has no partner {name}_{partner} in {images_dir}"
+                )
+        category = name[0]
+        if category not in CATEGORIES:
+            raise FireFormatError(f"image {parts['1']}: pair name {name!r} does not start with S, P or A")
+        if exclude_known_bad and name in KNOWN_BAD_PAIRS:
+            excluded.append(name)
+            continue
+        if wanted is not None and category not in wanted:
+            continue
+        size_fixed = _image_size(parts["1"])
+        size_moving = _image_size(parts["2"])
+        fixed_points, moving_points = read_control_points(
+            truth_dir / f"control_points_{name}_1_2.txt", (size_fixed, size_moving)
+        )
+        rows.append(
+            {
+                "name": name,
+                "category": category,
+                "fixed": str(parts["1"]),
+                "moving": str(parts["2"]),
+                "fixed_points": fixed_points,
+                "moving_points": moving_points,
+                "mask": mask,
+                "width": size_fixed[0],
+                "height": size_fixed[1],
+            }
+        )
+    if not rows:
+        raise FireFormatError(
+            f"no pairs left in {root} (categories={categories!r}, excluded as known bad: {excluded})"
+        )
+    manifest = pd.DataFrame(
+        rows,
+        columns=["name", "category", "fixed", "moving", "fixed_points", "moving_points", "mask", "width", "height"],
+    )
+    manifest.attrs["root"] = str(root)
+    manifest.attrs["excluded"] = excluded
+    return manifest
