@@ -152,10 +152,15 @@ class DisplacementFieldResult(RegistrationResult):
         pts = check_points(points)
         if len(pts) == 0:
             return pts.copy()
-        map_x = pts[:, 0].astype(np.float32).reshape(1, -1)
-        map_y = pts[:, 1].astype(np.float32).reshape(1, -1)
+        # OpenCV's remap needs maps narrower than 32767: lay the points out in rows of 4096
+        n = len(pts)
+        rows = -(-n // 4096)
+        padded = np.zeros((rows * 4096, 2), dtype=np.float32)
+        padded[:n] = pts
+        map_x = padded[:, 0].reshape(rows, 4096)
+        map_y = padded[:, 1].reshape(rows, 4096)
         disp = [
-            cv2.remap(self.field[c], map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[0]
+            cv2.remap(self.field[c], map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).ravel()[:n]
             for c in range(2)
         ]
         return pts + np.stack(disp, axis=1).astype(np.float64)

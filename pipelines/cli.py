@@ -100,6 +100,38 @@ def split(
     typer.echo(f"split written to {out}\n{counts.to_string()}")
 
 
+@app.command("benchmark")
+@user_errors
+def benchmark(
+    data: DataOption = None,
+    methods: Annotated[str, typer.Option(help="Comma-separated methods.")] = "identity,elastix-rigid,elastix-affine,elastix-bspline,sift",
+    out: Annotated[Path, typer.Option(help="Output folder; re-running into it resumes.")] = Path("benchmark-out"),
+    size: Annotated[int, typer.Option(help="Working size (longest side, px) at which methods register.")] = 512,
+    workers: Annotated[int, typer.Option(help="Parallel worker processes.")] = 1,
+    split_file: Annotated[Path | None, typer.Option("--split", help="Split CSV (firereg split); with --subset.")] = None,
+    subset: Annotated[str, typer.Option(help="Pairs to use: all, train or validation (needs --split).")] = "all",
+    include_p37: Annotated[bool, typer.Option(help="Keep FIRE's P37, whose ground truth is known to be wrong.")] = False,
+) -> None:
+    """Register every pair with each method and score it with the FIRE landmark protocol."""
+    from evaluation.benchmark import BenchmarkConfig, run_benchmark
+    from transforms.splits import read_split, select_split
+
+    if workers < 1 or size < 16:
+        raise ValueError(f"need --workers >= 1 and --size >= 16, got {workers} and {size}")
+    manifest = read_fire(resolve_data(data), exclude_known_bad=not include_p37)
+    notes = []
+    if subset != "all":
+        if split_file is None:
+            raise ValueError(f"--subset {subset} needs --split FILE")
+        manifest = select_split(manifest, read_split(split_file), subset)
+        notes.append(f"subset: {subset} pairs of {split_file}")
+    config = BenchmarkConfig(methods=[m.strip() for m in methods.split(",") if m.strip()], size=size,
+                             workers=workers, notes=notes)
+    run_benchmark(manifest, config, out)
+    typer.echo((out / "summary.md").read_text())
+    typer.echo(f"results in {out}: pairs.csv, points.csv, summary.csv, summary.md, success_rate.png, overlays/")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

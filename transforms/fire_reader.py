@@ -120,7 +120,7 @@ def read_fire(
         paths as str, ``<pair>_1`` is fixed), ``fixed_points`` and ``moving_points``
         ((N, 2) float64 ``(x, y)`` full-resolution pixels), ``mask`` (path of
         ``Masks/mask.png`` or None), ``width``, ``height`` (of the fixed image, px).
-        ``manifest.attrs`` records ``root``, ``excluded`` (names dropped as known bad).
+        ``manifest.attrs`` records ``root``, ``excluded`` (names dropped as known bad) and ``exclude_known_bad``.
 
     Raises:
         FileNotFoundError: naming the missing folder or file.
@@ -197,4 +197,5 @@ def read_fire(
     )
     manifest.attrs["root"] = str(root)
     manifest.attrs["excluded"] = excluded
+    manifest.attrs["exclude_known_bad"] = exclude_known_bad
     return manifest

@@ -96,4 +96,6 @@ def select_split(manifest: pd.DataFrame, split: pd.DataFrame, which: str) -> pd.
     if unknown:
         raise ValueError(f"split names pairs that are not in the data: {unknown}")
     names = set(split.loc[split["split"] == which, "name"])
-    return manifest[manifest["name"].isin(names)].reset_index(drop=True)
+    selected = manifest[manifest["name"].isin(names)].reset_index(drop=True)
+    selected.attrs = {**manifest.attrs, "split": which}
+    return selected

@@ -1,0 +1,144 @@
+"""Benchmark outputs a person can open: CSV and Markdown tables, success-rate plots, overlays."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no screen
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from evaluation.fire_protocol import CATEGORIES, success_curves, summarize  # noqa: E402
+
+__all__ = [
+    "atomic_write_text",
+    "atomic_to_csv",
+    "summary_markdown",
+    "write_summary",
+    "plot_success_rate",
+    "checkerboard",
+    "colour_overlay",
+    "save_png",
+]
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file renamed into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
+def atomic_to_csv(frame: pd.DataFrame, path: str | Path) -> Path:
+    """``frame.to_csv`` (no index) through a temporary file renamed into place."""
+    return atomic_write_text(path, frame.to_csv(index=False))
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, (float, np.floating)):
+        if np.isnan(value):
+            return "–"
+        if np.isinf(value):
+            return "inf"
+        return f"{value:.3f}"
+    return str(value)
+
+
+def summary_markdown(summary: pd.DataFrame, notes: list[str]) -> str:
+    """The summary table as Markdown, preceded by ``notes`` (data, pairs, P37 handling)."""
+    columns = list(summary.columns)
+    lines = ["# FIRE benchmark summary", ""]
+    lines += [f"- {note}" for note in notes]
+    lines += [
+        "- AUC: mean success rate over thresholds 1..25 px (error of a pair = mean control-point distance,"
+        " full-resolution px); mAUC: mean of the category AUCs present.",
+        "- failed: no transform (error infinite); inaccurate: max error > 50 px or median > 20 px.",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + "|".join("---" for _ in columns) + "|",
+    ]
+    for row in summary.itertuples(index=False):
+        lines.append("| " + " | ".join(_fmt(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(pairs: pd.DataFrame, out: str | Path, notes: list[str]) -> pd.DataFrame:
+    """Write ``summary.csv`` and ``summary.md`` for a per-pair table; returns the summary."""
+    out = Path(out)
+    summary = summarize(pairs)
+    atomic_to_csv(summary, out / "summary.csv")
+    atomic_write_text(out / "summary.md", summary_markdown(summary, notes))
+    return summary
+
+
+def plot_success_rate(pairs: pd.DataFrame, path: str | Path) -> Path:
+    """Success rate vs threshold (px), one panel per category plus "all", one curve per method."""
+    curves = success_curves(pairs)
+    panels = [c for c in (*CATEGORIES, "all") if c in set(curves["category"])]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6), sharey=True, squeeze=False)
+    for ax, category in zip(axes[0], panels):
+        sub = curves[curves["category"] == category]
+        for method, curve in sub.groupby("method", sort=False):
+            ax.plot(curve["threshold"], curve["success_rate"], marker=".", label=str(method))
+        ax.set_title(f"category {category}" if category != "all" else "all pairs")
+        ax.set_xlabel("threshold (px)")
+        ax.set_xlim(1, 25)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("success rate")
+    axes[0][-1].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    img = np.asarray(image, dtype=np.float32)
+    if img.ndim == 3:
+        img = img[..., 1]  # green: the fundus channel with the best vessel contrast
+    hi = float(np.percentile(img, 99.5)) or 1.0
+    return np.clip(img / hi, 0, 1)
+
+
+def checkerboard(fixed: np.ndarray, warped: np.ndarray, tiles: int = 8) -> np.ndarray:
+    """(H, W) uint8 checkerboard alternating the fixed and warped moving images (green channel)."""
+    a, b = _gray(fixed), _gray(warped)
+    if a.shape != b.shape:
+        raise ValueError(f"checkerboard needs equal shapes, got {a.shape} and {b.shape}")
+    h, w = a.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    board = ((yy * tiles // h) + (xx * tiles // w)) % 2 == 0
+    return (np.where(board, a, b) * 255).astype(np.uint8)
+
+
+def colour_overlay(fixed: np.ndarray, warped: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8: fixed in magenta, warped moving in green; aligned vessels look grey."""
+    a, b = _gray(fixed), _gray(warped)
+    if a.shape != b.shape:
+        raise ValueError(f"overlay needs equal shapes, got {a.shape} and {b.shape}")
+    return (np.stack([a, b, a], axis=-1) * 255).astype(np.uint8)
+
+
+def save_png(image: np.ndarray, path: str | Path, max_size: int = 1024) -> Path:
+    """Save an image as PNG (atomically), downsized so its longest side is at most ``max_size``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pil = Image.fromarray(image)
+    if max(pil.size) > max_size:
+        pil.thumbnail((max_size, max_size))
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+    pil.save(tmp)
+    tmp.replace(path)
+    return path
