@@ -32,6 +32,13 @@ DataOption = Annotated[
 ]
 
 
+def root_cause(err: BaseException) -> BaseException:
+    """The innermost cause: MONAI's ``Compose`` wraps a transform's error in "applying transform ..."."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return err
+
+
 def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     """Report bad input as ``error: <message>`` on stderr with exit code 2."""
 
@@ -40,7 +47,7 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return func(*args, **kwargs)
         except USER_ERRORS as err:
-            typer.echo(f"error: {err}", err=True)
+            typer.echo(f"error: {root_cause(err)}", err=True)
             raise typer.Exit(code=2) from None
 
     return wrapper

@@ -71,7 +71,7 @@ def read_split(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"split file not found: {path}")
-    split = pd.read_csv(path, dtype=str)
+    split = pd.read_csv(path, dtype=str, keep_default_na=False)  # empty cells stay "" (NaN breaks sorting)
     missing = {"name", "category", "split"} - set(split.columns)
     if missing:
         raise ValueError(f"split file {path} lacks columns {sorted(missing)}")
