@@ -146,7 +146,7 @@ class AffineNet(nn.Module):
 
     Args:
         in_channels: channels of each image.
-        features: encoder channels; each stage halves the resolution.
+        features: encoder channels (multiples of 8); each stage halves the resolution.
     """
 
     def __init__(self, in_channels: int = 1, features: Sequence[int] = (16, 32, 64, 64, 128, 128)) -> None:
@@ -158,7 +158,7 @@ class AffineNet(nn.Module):
         for out in features:
             layers += [
                 nn.Conv2d(channels, out, kernel_size=3, stride=2, padding=1),
-                nn.InstanceNorm2d(out, affine=True),
+                nn.GroupNorm(8, out),  # unlike InstanceNorm, also defined on the 1x1 maps of small inputs
                 nn.LeakyReLU(0.2, inplace=True),
             ]
             channels = out

@@ -1,0 +1,260 @@
+"""Register one image pair with a trained network and write everything a person needs.
+
+``register_pair`` (and ``firereg register FIXED MOVING --model RUN --out DIR``) writes:
+
+- ``warped.png``: the moving image resampled onto the fixed grid (RGB, full resolution,
+  bilinear, zero outside the moving image);
+- ``field.nii.gz`` and ``field.npy``: the full-resolution displacement field (see below);
+- ``checkerboard.png`` and ``overlay.png``: fixed vs warped moving (previews, longest side
+  at most 1024 px; overlay: fixed magenta, warped green, aligned vessels grey);
+- ``points_mapped.csv`` when control points are given (see :func:`register_pair`).
+
+The displacement field — units and direction
+--------------------------------------------
+The field ``u`` lives on the FIXED image grid at full resolution and is in PIXELS.
+It maps fixed to moving: the fixed pixel ``p = (x, y)`` (x = column, y = row, pixel
+centres at integers) corresponds to the moving-image position ``p + u(p)``; the warped
+image is ``warped(p) = moving(p + u(p))``. This is the direction MONAI ``Warp``,
+VoxelMorph and elastix/transformix use; it is *not* the inverse (moving → fixed) map.
+
+- ``field.npy``: float32 array (2, H, W), row-major: ``u[0, y, x]`` = dx, ``u[1, y, x]`` = dy.
+- ``field.nii.gz``: NIfTI-1 vector image (W, H, 1, 1, 2), intent vector (1007), identity
+  affine (voxel index (i, j) = pixel (x, y)), components ``[dx, dy]`` in pixels; the
+  ``descrip`` header says ``ddf px fixed->moving: p_moving=p_fixed+u; c0=dx c1=dy``.
+
+Both load with :func:`pipelines.fields_io.load_field`, and
+``DisplacementFieldResult(load_field(path))`` maps fixed points exactly as the network's
+result does at the pixels (between pixels it interpolates the field bilinearly).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from evaluation.interface import RegistrationResult
+from evaluation.report import atomic_to_csv, checkerboard, colour_overlay, save_png
+from pipelines.fields_io import FIELD_DESCRIPTION, save_field
+from pipelines.inference import DeepMethod, RefineConfig
+from transforms.fire_reader import FireFormatError, read_control_points
+
+__all__ = [
+    "SUPPORTED_EXTENSIONS",
+    "FIELD_DESCRIPTION",
+    "read_image",
+    "read_points",
+    "field_from_result",
+    "points_table",
+    "register_pair",
+]
+
+#: image file types ``register`` reads (NIfTI images are not supported yet)
+SUPPORTED_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as an (H, W, 3) uint8 RGB row-major array.
+
+    Raises:
+        ValueError: for an unsupported file type, listing the supported ones, or an
+            unreadable file, naming it.
+        FileNotFoundError: naming a missing file.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_EXTENSIONS:
+        nifti = path.name.lower().endswith((".nii", ".nii.gz"))
+        suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else suffix
+        hint = " (NIfTI images are not supported yet)" if nifti else ""
+        raise ValueError(
+            f"cannot read image {path}: unsupported file type {suffix or '(none)'!r}{hint}; "
+            f"supported: {' '.join(SUPPORTED_EXTENSIONS)}"
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except Exception as err:  # PIL raises several types for unreadable files
+        raise ValueError(f"cannot read image {path}: {err}") from None
+
+
+def read_points(
+    path: str | Path, image_sizes: tuple[tuple[int, int], tuple[int, int]] | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read control points: a FIRE file (``x_fixed y_fixed x_moving y_moving``) or fixed points (``x y``).
+
+    Whitespace-separated, one point per line, blank lines skipped; full-resolution pixels.
+
+    Args:
+        path: the points file.
+        image_sizes: ``((W_fixed, H_fixed), (W_moving, H_moving))``; points must lie inside.
+
+    Returns:
+        ``(fixed_points, moving_points)``, (N, 2) float64 each; ``moving_points`` is None
+        for a 2-column file.
+
+    Raises:
+        FileNotFoundError: naming the file.
+        FireFormatError: naming the file and line for a malformed file or a point outside its image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"points file not found: {path}")
+    lines = [(n, line.split()) for n, line in enumerate(path.read_text(errors="replace").splitlines(), start=1)]
+    lines = [(n, fields) for n, fields in lines if fields]
+    if not lines:
+        raise FireFormatError(f"{path}: no points in the file")
+    columns = len(lines[0][1])
+    if columns == 4:
+        return read_control_points(path, image_sizes)
+    if columns != 2:
+        raise FireFormatError(
+            f"{path}, line {lines[0][0]}: expected 4 columns (x_fixed y_fixed x_moving y_moving) "
+            f"or 2 columns (x y of fixed points), got {columns}"
+        )
+    rows = []
+    for line_no, fields in lines:
+        if len(fields) != 2:
+            raise FireFormatError(f"{path}, line {line_no}: expected 2 columns (x y), got {len(fields)}")
+        try:
+            x, y = (float(v) for v in fields)
+        except ValueError:
+            raise FireFormatError(f"{path}, line {line_no}: not a number in {' '.join(fields)!r}") from None
+        if not (np.isfinite(x) and np.isfinite(y)):
+            raise FireFormatError(f"{path}, line {line_no}: non-finite value in {' '.join(fields)!r}")
+        if image_sizes is not None:
+            w, h = image_sizes[0]
+            if not (-0.5 <= x < w - 0.5 and -0.5 <= y < h - 0.5):
+                raise FireFormatError(
+                    f"{path}, line {line_no}: fixed point ({x:g}, {y:g}) lies outside the fixed image "
+                    f"of size {w}x{h} (width x height)"
+                )
+        rows.append((x, y))
+    return np.asarray(rows, dtype=np.float64), None
+
+
+def field_from_result(result: RegistrationResult) -> np.ndarray:
+    """The full-resolution fixed → moving displacement field (2, H, W) float32 of any result.
+
+    ``field = result.sampling_grid() - identity``: channel 0 = dx, channel 1 = dy, pixels.
+    """
+    return _field_from_grid(*result.sampling_grid())
+
+
+def _field_from_grid(map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
+    h, w = map_x.shape
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    return np.stack([map_x - xs, map_y - ys]).astype(np.float32)
+
+
+def points_table(
+    result: RegistrationResult, fixed_points: np.ndarray, moving_points: np.ndarray | None = None
+) -> pd.DataFrame:
+    """Control points mapped by ``result``, one row per point (full-resolution pixels).
+
+    Columns: ``point``, ``x_fixed``, ``y_fixed``, ``x_moving_mapped``, ``y_moving_mapped``
+    (fixed points mapped into the moving image); with ``moving_points``: ``x_moving``,
+    ``y_moving`` and ``error_moving`` (distance of the mapped point to the true moving
+    point, moving-image pixels); when the result is invertible also ``x_fixed_mapped``,
+    ``y_fixed_mapped`` (moving points mapped into the fixed image) and ``error_fixed``
+    (fixed-image pixels, the direction of SuperRetina's FIRE evaluation).
+    """
+    fixed_points = np.asarray(fixed_points, dtype=np.float64)
+    mapped = result.fixed_to_moving(fixed_points)
+    table = pd.DataFrame(
+        {
+            "point": np.arange(len(fixed_points)),
+            "x_fixed": fixed_points[:, 0],
+            "y_fixed": fixed_points[:, 1],
+            "x_moving_mapped": mapped[:, 0],
+            "y_moving_mapped": mapped[:, 1],
+        }
+    )
+    if moving_points is None:
+        return table
+    moving_points = np.asarray(moving_points, dtype=np.float64)
+    table["x_moving"] = moving_points[:, 0]
+    table["y_moving"] = moving_points[:, 1]
+    table["error_moving"] = np.linalg.norm(mapped - moving_points, axis=1)
+    if result.invertible:
+        back = result.moving_to_fixed(moving_points)
+        table["x_fixed_mapped"] = back[:, 0]
+        table["y_fixed_mapped"] = back[:, 1]
+        table["error_fixed"] = np.linalg.norm(back - fixed_points, axis=1)
+    return table
+
+
+def _check_sizes(fixed: np.ndarray, moving: np.ndarray, fixed_path: Path, moving_path: Path) -> None:
+    if fixed.shape[:2] != moving.shape[:2]:
+        (hf, wf), (hm, wm) = fixed.shape[:2], moving.shape[:2]
+        raise ValueError(
+            f"fixed image {fixed_path} is {wf}x{hf} but moving image {moving_path} is {wm}x{hm} "
+            "(width x height); register needs two images of one size, as FIRE pairs are"
+        )
+
+
+def register_pair(
+    fixed_path: str | Path,
+    moving_path: str | Path,
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    points_path: str | Path | None = None,
+    refine_steps: int = 0,
+    expected_type: str | None = None,
+) -> dict[str, Path]:
+    """Register ``moving`` onto ``fixed`` with a trained network and write the results.
+
+    Args:
+        fixed_path: fixed image (``.jpg .jpeg .png .tif .tiff``).
+        moving_path: moving image, the same size as the fixed one.
+        checkpoint: run folder (``best.pt``, else ``last.pt``) or ``.pt`` file.
+        out_dir: output folder (created); files in it are replaced atomically.
+        points_path: optional FIRE control-point file (``x_fixed y_fixed x_moving y_moving``)
+            or a 2-column file of fixed points (``x y``), full-resolution pixels.
+        refine_steps: test-time refinement steps (0 = off).
+        expected_type: refuse a checkpoint of another model type (e.g. ``"affine"``).
+
+    Returns:
+        Written paths by key: ``warped``, ``field_nifti``, ``field_npy``, ``checkerboard``,
+        ``overlay`` and, with points, ``points``.
+
+    Raises:
+        FileNotFoundError: naming a missing image, points file or checkpoint.
+        ValueError: for an unsupported image type (listing the supported ones), images of
+            different sizes (quoting both), negative ``refine_steps`` or a malformed points file.
+        pipelines.inference.CheckpointError: naming a checkpoint that is unreadable or of
+            another model type.
+    """
+    fixed_path, moving_path, out = Path(fixed_path), Path(moving_path), Path(out_dir)
+    if refine_steps < 0:
+        raise ValueError(f"refine_steps must be >= 0, got {refine_steps}")
+    fixed = read_image(fixed_path)
+    moving = read_image(moving_path)
+    _check_sizes(fixed, moving, fixed_path, moving_path)
+    points = None
+    if points_path is not None:
+        h, w = fixed.shape[:2]
+        points = read_points(points_path, ((w, h), (w, h)))
+    method = DeepMethod(checkpoint, expected_type=expected_type, refine=RefineConfig(steps=refine_steps))
+
+    result = method.register(fixed, moving)
+    map_x, map_y = result.sampling_grid()  # computed once: it is the costly part at full resolution
+    field = _field_from_grid(map_x, map_y)
+    # exactly result.warp_moving(moving), reusing the grid
+    warped = cv2.remap(moving, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    h, w = result.fixed_shape
+
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    written["warped"] = save_png(warped, out / "warped.png", max_size=max(h, w))
+    written["field_nifti"], written["field_npy"] = save_field(field, out / "field", FIELD_DESCRIPTION)
+    written["checkerboard"] = save_png(checkerboard(fixed, warped), out / "checkerboard.png")
+    written["overlay"] = save_png(colour_overlay(fixed, warped), out / "overlay.png")
+    if points is not None:
+        written["points"] = atomic_to_csv(points_table(result, *points), out / "points_mapped.csv")
+    return written
