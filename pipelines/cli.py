@@ -139,6 +139,138 @@ def benchmark(
     typer.echo(f"results in {out}: pairs.csv, points.csv, summary.csv, summary.md, success_rate.png, overlays/")
 
 
+@app.command("register")
+@user_errors
+def register(
+    fixed: Annotated[Path, typer.Argument(help="Fixed image (.jpg .jpeg .png .tif .tiff).")],
+    moving: Annotated[Path, typer.Argument(help="Moving image, the same size as FIXED.")],
+    model: Annotated[Path, typer.Option("--model", help="Run folder (best.pt, else last.pt) or checkpoint .pt file.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    points: Annotated[
+        Path | None,
+        typer.Option("--points", help="FIRE control points (x_fixed y_fixed x_moving y_moving) or fixed points (x y)."),
+    ] = None,
+    refine_steps: Annotated[int, typer.Option("--refine-steps", help="Test-time refinement steps (0 = off).")] = 0,
+    model_type: Annotated[
+        str | None, typer.Option("--model-type", help="Refuse a checkpoint of another type (voxelmorph, affine, cascade).")
+    ] = None,
+) -> None:
+    """Register MOVING onto FIXED with a trained network; write the warped image, field and overlays.
+
+    The field is fixed -> moving in full-resolution pixels: fixed pixel p = (x, y) lies at
+    p + u(p) in the moving image (field.npy: (2, H, W), channel 0 = dx; field.nii.gz: vector image).
+    """
+    import pandas as pd
+
+    from pipelines.register import register_pair
+
+    written = register_pair(fixed, moving, model, out, points_path=points, refine_steps=refine_steps,
+                            expected_type=model_type)
+    typer.echo(f"registered {moving} onto {fixed}; wrote:")
+    for path in written.values():
+        typer.echo(f"  {path}")
+    if "points" in written:
+        table = pd.read_csv(written["points"])
+        if "error_moving" in table:
+            typer.echo(f"landmark error (moving image, px): mean {table['error_moving'].mean():.3f}, "
+                       f"max {table['error_moving'].max():.3f} over {len(table)} points")
+        if "error_fixed" in table:
+            typer.echo(f"landmark error (fixed image, px): mean {table['error_fixed'].mean():.3f}")
+
+
+@app.command("make-patches")
+@user_errors
+def make_patches_command(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the patch files (.npz).")],
+    data: DataOption = None,
+    per_pair: Annotated[int, typer.Option("--per-pair", help="Patch pairs per image pair.")] = 16,
+    patch_size: Annotated[int, typer.Option("--patch-size", help="Patch side, px of the working size.")] = 128,
+    size: Annotated[int, typer.Option("--size", help="Working size the pairs are resized to, px.")] = 512,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    split_file: Annotated[Path | None, typer.Option("--split", help="Split CSV (firereg split): use its train pairs.")] = None,
+    include_p37: Annotated[bool, typer.Option(help="Keep FIRE's P37, whose ground truth is known to be wrong.")] = False,
+) -> None:
+    """Cut random patch pairs with a known residual affine from the training pairs (affine patch mode)."""
+    from pipelines.patches import make_patches
+    from transforms.splits import read_split, select_split
+
+    manifest = read_fire(resolve_data(data), exclude_known_bad=not include_p37)
+    if split_file is not None:
+        manifest = select_split(manifest, read_split(split_file), "train")
+    files = make_patches(manifest, out, n_per_pair=per_pair, patch_size=patch_size, size=size, seed=seed)
+    which = f"train pairs of {split_file}" if split_file is not None else "all pairs"
+    typer.echo(f"wrote {len(files)} patch pairs ({patch_size} px at working size {size}) from {len(manifest)} "
+               f"{which} to {out}")
+
+
+@app.command("train")
+@user_errors
+def train_command(
+    out: Annotated[Path, typer.Option("--out", help="Run folder: best.pt, last.pt, log.csv, train_steps.csv, split.csv, tb/.")],
+    data: DataOption = None,
+    model: Annotated[str | None, typer.Option(help="voxelmorph, affine or cascade (default: cascade).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs in total (a resumed run continues up to this) (default: 50).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate (default: 1e-4).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Pairs per step (default: 1).")] = None,
+    size: Annotated[int | None, typer.Option(help="Working size, px (default: 256).")] = None,
+    channel: Annotated[str | None, typer.Option(help="Image channel: green, luminance, red, blue (default: green).")] = None,
+    lam: Annotated[float | None, typer.Option("--lambda", help="Smoothness weight (default: 0.01).")] = None,
+    similarity: Annotated[str | None, typer.Option(help="lncc, mse or mi (default: lncc).")] = None,
+    smoothness: Annotated[str | None, typer.Option(help="diffusion or bending (default: diffusion).")] = None,
+    affine_supervision: Annotated[
+        str | None, typer.Option("--affine-supervision", help="points (control-point affines) or similarity (default: points).")
+    ] = None,
+    augment: Annotated[bool | None, typer.Option("--augment/--no-augment", help="Random augmentation (default: on).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of split, initialisation, order, augmentation (default: 0).")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option("--checkpoint-every", help="Save last.pt every N steps (default: 25).")] = None,
+    budget_minutes: Annotated[
+        float | None, typer.Option("--budget-minutes", help="Stop cleanly after this wall-clock time (saves, validates).")
+    ] = None,
+    integration_steps: Annotated[
+        int | None, typer.Option("--integration-steps", help="VoxelMorph: scaling-and-squaring steps (0 = plain DDF).")
+    ] = None,
+    patches: Annotated[Path | None, typer.Option("--patches", help="Train the affine model on this folder of .npz patches.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from last.pt (its settings unless given).")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="CPU threads for torch (default: all cores; 1 is faster on a busy machine).")
+    ] = None,
+) -> None:
+    """Train a registration network; validate on the FIRE protocol every epoch (best.pt = best mAUC)."""
+    import dataclasses
+
+    from pipelines.training import TrainConfig, run_config, train
+
+    given = {
+        "model": model, "epochs": epochs, "lr": lr, "batch_size": batch_size, "size": size, "channel": channel,
+        "lam": lam, "similarity": similarity, "smoothness": smoothness, "affine_supervision": affine_supervision,
+        "augment": augment, "seed": seed, "checkpoint_every": checkpoint_every, "budget_minutes": budget_minutes,
+        "integration_steps": integration_steps, "patches": str(patches) if patches is not None else None,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    base = TrainConfig()
+    if resume:
+        base = run_config(out)  # the run's own settings; options given on the command line override them
+        if data is None:
+            import torch
+
+            stored = torch.load(out / "last.pt", map_location="cpu", weights_only=False).get("data")
+            if stored and Path(stored).is_dir():
+                data = Path(stored)
+        if budget_minutes is None:
+            base.budget_minutes = None  # a budget is per invocation
+    config = dataclasses.replace(base, **given)
+    root = resolve_data(data)
+    result = train(config, root, out, resume=resume, progress=progress, num_threads=threads)
+    best = result["best_mauc"]
+    typer.echo(
+        f"{config.model}: {result['epochs']} epochs, {result['steps']} steps in {result['seconds']:.0f} s "
+        f"({result['stopped']}); best validation mAUC "
+        + (f"{best:.3f} (mean error {result['best_mean_error']:.2f} px)" if best > float("-inf") else "n/a")
+    )
+    typer.echo(f"checkpoints: {result['best'] or '(no best.pt yet)'}, {result['last']}; logs: {out / 'log.csv'}, {out / 'tb'}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

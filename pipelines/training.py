@@ -1,0 +1,843 @@
+"""Training engine for the registration networks: a plain, explicit PyTorch loop.
+
+One run lives in one output folder ``OUT``:
+
+- ``split.csv``: the train/validation split (made once from ``seed``, reused on resume);
+- ``last.pt``: the training state, saved atomically every ``checkpoint_every`` steps and
+  at the end of every epoch; ``best.pt``: the network with the best validation mAUC
+  (ties → lower mean error). Both are :mod:`pipelines.inference` checkpoints;
+- ``log.csv``: one row per epoch (and one per budget stop), ``train_steps.csv``: one row
+  per step, ``tb/``: TensorBoard scalars (per step and per epoch, x axis = global step).
+
+Resuming is exact: the order of an epoch is a permutation drawn from
+``torch.Generator().manual_seed(seed + epoch)``, and the augmentation of every item is
+seeded from ``(seed, epoch, item)``, so a resumed run skips the batches of the epoch
+already done and then sees the very batches an uninterrupted run would have seen.
+A ``kill -9`` loses at most ``checkpoint_every`` steps.
+
+Validation uses the same path as users: :meth:`pipelines.inference.DeepMethod.from_network`
+registers the full-resolution images of every validation pair, :func:`evaluation.landmarks.measure_pair`
+scores it, :func:`evaluation.fire_protocol.summarize` gives the FIRE AUCs.
+
+Losses per model (working-size pixels, index order = (x, y) as the networks see it):
+
+- ``voxelmorph``: :class:`pipelines.losses.RegistrationLoss` = similarity inside the
+  fixed field of view + ``lam`` * smoothness of the DDF;
+- ``affine``: ``affine_supervision="points"`` → :func:`pipelines.losses.affine_point_loss`
+  against the least-squares affine of the (augmented) control points
+  (:func:`pipelines.losses.fit_affine`), at a grid of points inside the image, divided by
+  the working size; ``"similarity"`` → image similarity of the affinely warped image;
+- ``cascade``: ``RegistrationLoss`` on the final warped image (smoothness of the
+  deformable stage's DDF only, so the affine stage is not penalised for rotating or
+  scaling) + the affine stage's loss as for ``affine``.
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+from tqdm.auto import tqdm
+
+from evaluation.benchmark import load_pair
+from evaluation.fire_protocol import summarize
+from evaluation.landmarks import measure_pair
+from pipelines.inference import CheckpointError, DeepMethod, load_checkpoint
+from pipelines.losses import SIMILARITIES, SMOOTHNESS, LossConfig, RegistrationLoss, affine_point_loss, fit_affine
+from pipelines.networks import MODEL_TYPES, AffineNet, CascadeNet, affine_to_ddf, build_network
+from transforms.datasets import CACHE_MODES, fire_dataset
+from transforms.fire_reader import read_fire
+from transforms.pair_transforms import (
+    CHANNELS,
+    FIXED,
+    FIXED_MASK,
+    FIXED_POINTS,
+    MOVING,
+    MOVING_POINTS,
+    PairTransformConfig,
+)
+from transforms.splits import DEFAULT_VAL_FRACTION, make_split, read_split, select_split, write_split
+
+__all__ = [
+    "AFFINE_SUPERVISION",
+    "LOG_COLUMNS",
+    "STEP_COLUMNS",
+    "TrainConfig",
+    "Trainer",
+    "EpochOrder",
+    "SeededItems",
+    "collate_pairs",
+    "grid_points",
+    "save_checkpoint",
+    "run_config",
+    "validate_network",
+    "train",
+]
+
+AFFINE_SUPERVISION = ("points", "similarity")
+#: columns of ``log.csv``, one row per validation: ``epoch`` (0-based), ``global_step``, the
+#: epoch's mean training loss and parts (``affine_loss``: mean point distance of the affine
+#: stage in working-size pixels with point supervision, its similarity otherwise),
+#: validation FIRE AUCs and mean error (full-resolution px), ``seconds`` (run time so far,
+#: all sessions), ``event``: ``epoch`` (an epoch finished) or ``budget`` (stopped mid-epoch)
+LOG_COLUMNS = (
+    "epoch", "global_step", "train_loss", "similarity", "smoothness", "affine_loss",
+    "val_mAUC", "val_auc_S", "val_auc_P", "val_auc_A", "val_mean_error", "seconds", "event",
+)
+#: columns of ``train_steps.csv`` (``seconds``: wall time of the step)
+STEP_COLUMNS = ("global_step", "epoch", "step_in_epoch", "loss", "similarity", "smoothness", "affine_loss", "seconds")
+_PARTS = ("loss", "similarity", "smoothness", "affine_loss")
+
+
+def _affine_min_size() -> int:
+    """Smallest working size AffineNet can train at: its encoder halves the image once per
+    stage, and instance norm needs more than one pixel at the last stage."""
+    stages = len(inspect.signature(AffineNet).parameters["features"].default)
+    size = 2
+    while True:
+        n = size
+        for _ in range(stages):
+            n = math.ceil(n / 2)
+        if n > 1:
+            return size
+        size += 1
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run.
+
+    Attributes:
+        model: ``voxelmorph``, ``affine`` or ``cascade`` (affine network, then VoxelMorph).
+        epochs: epochs to train (in total, counting those of a resumed run).
+        lr: Adam learning rate.
+        batch_size: pairs per step.
+        size: working size, pixels (images are resized to ``size`` x ``size``).
+        channel: image channel (``green``, ``luminance``, ``red``, ``blue``).
+        lam: weight of the smoothness term.
+        similarity: ``lncc``, ``mse`` or ``mi``.
+        smoothness: ``diffusion`` or ``bending``.
+        kernel_size: local NCC window, pixels (odd).
+        affine_supervision: ``points`` (supervised by the least-squares affine of the
+            augmented control points) or ``similarity`` (unsupervised).
+        augment: random affine of the moving image + shared flip
+            (``PairTransformConfig(augment=True)``).
+        seed: seeds the split, the initialisation, the epoch order and the augmentation.
+        val_fraction: share of pairs for validation (45/134 = FIRE's 89/45).
+        checkpoint_every: save ``last.pt`` every this many steps (and at each epoch end).
+        budget_minutes: wall-clock budget of one invocation; at the end of the step that
+            exceeds it the run saves ``last.pt``, validates once and stops (None: no limit).
+        cache: dataset cache, ``memory``, ``disk`` (in ``OUT/cache``) or ``none``.
+        integration_steps: VoxelMorph only: > 0 makes it diffeomorphic (scaling and squaring).
+        patches: folder of ``.npz`` patches (:class:`pipelines.patches.PatchDataset`) to train
+            the affine model on instead of the FIRE training pairs (validation stays on FIRE).
+    """
+
+    model: str = "cascade"
+    epochs: int = 50
+    lr: float = 1e-4
+    batch_size: int = 1
+    size: int = 256
+    channel: str = "green"
+    lam: float = 0.01
+    similarity: str = "lncc"
+    smoothness: str = "diffusion"
+    kernel_size: int = 9
+    affine_supervision: str = "points"
+    augment: bool = True
+    seed: int = 0
+    val_fraction: float = DEFAULT_VAL_FRACTION
+    checkpoint_every: int = 25
+    budget_minutes: float | None = None
+    cache: str = "memory"
+    integration_steps: int = 0
+    patches: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.patches, os.PathLike):
+            self.patches = str(self.patches)
+
+    def validate(self) -> None:
+        """Check every value.
+
+        Raises:
+            ValueError: naming the field, its value and what is allowed.
+        """
+
+        def bad(field: str, allowed: str) -> ValueError:
+            return ValueError(f"TrainConfig.{field} = {getattr(self, field)!r} is invalid: {allowed}")
+
+        def is_int(v) -> bool:
+            return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+        def is_num(v) -> bool:
+            return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+        if self.model not in MODEL_TYPES:
+            raise bad("model", f"choose one of {list(MODEL_TYPES)}")
+        if not is_int(self.epochs) or self.epochs < 1:
+            raise bad("epochs", "need an integer >= 1")
+        if not is_num(self.lr) or not (self.lr > 0 and math.isfinite(self.lr)):
+            raise bad("lr", "need a finite number > 0")
+        if not is_int(self.batch_size) or self.batch_size < 1:
+            raise bad("batch_size", "need an integer >= 1")
+        if not is_int(self.size) or self.size < 16:
+            raise bad("size", "need an integer >= 16 (pixels)")
+        if self.model in ("affine", "cascade") and self.size < _affine_min_size():
+            raise bad(
+                "size",
+                f"the {self.model} model needs at least {_affine_min_size()} px (AffineNet halves the image "
+                f"{len(inspect.signature(AffineNet).parameters['features'].default)} times)",
+            )
+        if self.channel not in CHANNELS:
+            raise bad("channel", f"choose one of {list(CHANNELS)}")
+        if not is_num(self.lam) or not (self.lam >= 0 and math.isfinite(self.lam)):
+            raise bad("lam", "need a finite number >= 0")
+        if self.similarity not in SIMILARITIES:
+            raise bad("similarity", f"choose one of {list(SIMILARITIES)}")
+        if self.smoothness not in SMOOTHNESS:
+            raise bad("smoothness", f"choose one of {list(SMOOTHNESS)}")
+        if not is_int(self.kernel_size) or self.kernel_size < 3 or self.kernel_size % 2 == 0:
+            raise bad("kernel_size", "need an odd integer >= 3")
+        if is_int(self.size) and self.kernel_size > self.size:
+            raise bad("kernel_size", f"must not exceed the working size {self.size}")
+        if self.affine_supervision not in AFFINE_SUPERVISION:
+            raise bad("affine_supervision", f"choose one of {list(AFFINE_SUPERVISION)}")
+        if not isinstance(self.augment, (bool, np.bool_)):
+            raise bad("augment", "need True or False")
+        if not is_int(self.seed) or self.seed < 0:
+            raise bad("seed", "need an integer >= 0")
+        if not is_num(self.val_fraction) or not 0 < self.val_fraction < 1:
+            raise bad("val_fraction", "need a number in (0, 1)")
+        if not is_int(self.checkpoint_every) or self.checkpoint_every < 1:
+            raise bad("checkpoint_every", "need an integer >= 1 (steps)")
+        if self.budget_minutes is not None and (
+            not is_num(self.budget_minutes) or not (self.budget_minutes > 0)
+        ):
+            raise bad("budget_minutes", "need a number > 0 (minutes) or None for no limit")
+        if self.cache not in CACHE_MODES:
+            raise bad("cache", f"choose one of {list(CACHE_MODES)}")
+        if not is_int(self.integration_steps) or self.integration_steps < 0:
+            raise bad("integration_steps", "need an integer >= 0")
+        if self.integration_steps > 0 and self.model != "voxelmorph":
+            raise bad("integration_steps", f"only the voxelmorph model integrates a velocity field, not {self.model!r}")
+        if self.patches is not None:
+            if not isinstance(self.patches, str) or not self.patches:
+                raise bad("patches", "need a folder path or None")
+            if self.model != "affine":
+                raise bad("patches", f"patch training trains only the affine model, not {self.model!r}")
+
+    def net_kwargs(self) -> dict:
+        """Keyword arguments of :func:`pipelines.networks.build_network` (stored in checkpoints)."""
+        if self.model == "voxelmorph" and self.integration_steps > 0:
+            return {"integration_steps": int(self.integration_steps)}
+        return {}
+
+    def loss_config(self) -> LossConfig:
+        return LossConfig(similarity=self.similarity, smoothness=self.smoothness, lam=self.lam, kernel_size=self.kernel_size)
+
+    def transform_config(self) -> PairTransformConfig:
+        return PairTransformConfig(size=self.size, channel=self.channel, augment=bool(self.augment))
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _item_seed(seed: int, epoch: int, index: int) -> int:
+    return int(np.random.SeedSequence([int(seed), int(epoch), int(index)]).generate_state(1)[0])
+
+
+class SeededItems(torch.utils.data.Dataset):
+    """Wrap a MONAI dataset so the augmentation of item ``i`` in epoch ``e`` is seeded from
+    ``(seed, e, i)`` — independent of which items were loaded before (exact resume).
+
+    Set :attr:`epoch` before each epoch.
+    """
+
+    def __init__(self, dataset: torch.utils.data.Dataset, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        transform = getattr(self.dataset, "transform", None)
+        if transform is not None and hasattr(transform, "set_random_state"):
+            transform.set_random_state(seed=_item_seed(self.seed, self.epoch, index))
+        return self.dataset[index]
+
+
+class EpochOrder(Sampler[int]):
+    """The item order of one epoch: ``randperm`` from ``torch.Generator`` seeded with
+    ``seed + epoch``, without its first ``skip`` items (those already trained on)."""
+
+    def __init__(self, n: int, seed: int, epoch: int, skip: int = 0) -> None:
+        self.n, self.seed, self.epoch, self.skip = int(n), int(seed), int(epoch), int(skip)
+
+    def order(self) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return torch.randperm(self.n, generator=generator).tolist()
+
+    def __iter__(self):
+        return iter(self.order()[self.skip :])
+
+    def __len__(self) -> int:
+        return max(self.n - self.skip, 0)
+
+
+def _plain(x):
+    return x.as_tensor() if hasattr(x, "as_tensor") else x
+
+
+def collate_pairs(items: Sequence[Mapping]) -> dict:
+    """Collate pair dictionaries into a batch of plain tensors.
+
+    Images and masks (1, S, S) → (B, 1, S, S); control points (1, N, 2) (or (N, 2)) →
+    (B, N_max, 2) float32, padded with NaN rows for pairs with fewer points
+    (:func:`pipelines.losses.fit_affine` ignores them); other tensors of one shape are
+    stacked, anything else (names, paths) becomes a list.
+    """
+    if not items:
+        raise ValueError("cannot collate an empty batch")
+    batch: dict = {}
+    for key in items[0]:
+        values = [item[key] for item in items]
+        if key in (FIXED_POINTS, MOVING_POINTS):
+            pts = [torch.as_tensor(_plain(v), dtype=torch.float32).reshape(-1, 2) for v in values]
+            n = max(p.shape[0] for p in pts)
+            padded = torch.full((len(pts), n, 2), float("nan"))
+            for i, p in enumerate(pts):
+                padded[i, : p.shape[0]] = p
+            batch[key] = padded
+        elif all(isinstance(v, (torch.Tensor, np.ndarray)) for v in values):
+            tensors = [torch.as_tensor(_plain(v)) for v in values]
+            if all(t.shape == tensors[0].shape for t in tensors):
+                batch[key] = torch.stack(tensors).float() if tensors[0].is_floating_point() else torch.stack(tensors)
+            else:
+                batch[key] = tensors
+        else:
+            batch[key] = values
+    return batch
+
+
+def grid_points(size: int, batch: int = 1, n: int = 8, margin: float = 0.1) -> torch.Tensor:
+    """(batch, n*n, 2) regular grid of pixel points inside a ``size`` x ``size`` image
+    (from ``margin`` to ``1 - margin`` of the image), where the affine loss is evaluated."""
+    axis = torch.linspace(margin * (size - 1), (1 - margin) * (size - 1), n)
+    gx, gy = torch.meshgrid(axis, axis, indexing="ij")
+    pts = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=-1)
+    return pts.unsqueeze(0).expand(batch, -1, -1).contiguous()
+
+
+# ----------------------------------------------------------------------------- model + loss
+
+
+class Trainer:
+    """The network, optimiser and loss of one run, and one optimisation step.
+
+    Args:
+        config: the run's settings (validated here).
+    """
+
+    def __init__(self, config: TrainConfig) -> None:
+        config.validate()
+        self.config = config
+        self.net: nn.Module = build_network(config.model, **config.net_kwargs())
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
+        self.registration_loss = RegistrationLoss(config.loss_config())
+
+    # -- loss --------------------------------------------------------------------------
+    def _affine_target(self, batch: Mapping) -> torch.Tensor:
+        if "affine" in batch:  # patches carry their affine
+            return torch.as_tensor(batch["affine"], dtype=torch.float32)
+        return fit_affine(batch[FIXED_POINTS], batch[MOVING_POINTS]).float()
+
+    def _affine_stage_loss(
+        self, matrix: torch.Tensor, moving: torch.Tensor, fixed: torch.Tensor, mask: torch.Tensor | None, batch: Mapping
+    ) -> tuple[torch.Tensor, float]:
+        """Loss of an affine (B, 2, 3): (O(1) loss, logged value: pixels for points)."""
+        if self.config.affine_supervision == "points":
+            size = fixed.shape[2]
+            target = self._affine_target(batch)
+            pixels = affine_point_loss(matrix, target, grid_points(size, matrix.shape[0]))
+            return pixels / size, float(pixels.detach())
+        aligned = self.net.warp(moving, affine_to_ddf(matrix, fixed.shape[2:]))
+        sim = self.registration_loss.similarity(aligned, fixed, mask)
+        return sim, float(sim.detach())
+
+    def compute_loss(self, batch: Mapping) -> tuple[torch.Tensor, dict[str, float]]:
+        """The training loss of a collated batch, and its parts (floats; NaN = not used)."""
+        moving = batch[MOVING].float()
+        fixed = batch[FIXED].float()
+        mask = batch.get(FIXED_MASK)
+        mask = mask.float() if isinstance(mask, torch.Tensor) else None
+        parts = {"similarity": float("nan"), "smoothness": float("nan"), "affine_loss": float("nan")}
+        model = self.config.model
+        if model == "voxelmorph":
+            warped, ddf = self.net(moving, fixed)
+            total, reg = self.registration_loss(warped, fixed, ddf, mask)
+            parts.update(reg)
+        elif model == "affine":
+            matrix = self.net.predict_affine(moving, fixed)
+            total, logged = self._affine_stage_loss(matrix, moving, fixed, mask, batch)
+            if self.config.affine_supervision == "similarity":
+                parts["similarity"] = logged
+            else:
+                parts["affine_loss"] = logged
+        else:  # cascade: CascadeNet.forward, keeping the affine and the deformable DDF
+            net: CascadeNet = self.net  # type: ignore[assignment]
+            matrix = net.affine.predict_affine(moving, fixed)
+            aligned = net.warp(moving, affine_to_ddf(matrix, moving.shape[2:]))
+            u = net.deformable.predict_ddf(aligned, fixed)
+            warped = net.warp(moving, net.compose(matrix, u))
+            reg_total, reg = self.registration_loss(warped, fixed, u, mask)
+            affine_total, logged = self._affine_stage_loss(matrix, moving, fixed, mask, batch)
+            total = reg_total + affine_total
+            parts.update(reg)
+            parts["affine_loss"] = logged
+        parts["loss"] = float(total.detach())
+        return total, parts
+
+    def step(self, batch: Mapping) -> dict[str, float]:
+        """One optimisation step on a collated batch; returns the loss parts.
+
+        Raises:
+            RuntimeError: if the loss is not finite (names the pairs).
+        """
+        self.net.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        total, parts = self.compute_loss(batch)
+        if not torch.isfinite(total):
+            raise RuntimeError(f"non-finite training loss {parts} on pairs {batch.get('name', '?')}")
+        total.backward()
+        self.optimizer.step()
+        return parts
+
+    # -- state ---------------------------------------------------------------------------
+    def state(self, data: Path | None = None, **training_state) -> dict:
+        """A checkpoint dict (see :mod:`pipelines.inference`) with the training state."""
+        return {
+            "model_type": self.config.model,
+            "net_kwargs": self.config.net_kwargs(),
+            "state_dict": self.net.state_dict(),
+            "size": int(self.config.size),
+            "channel": self.config.channel,
+            "config": asdict(self.config),
+            "optimizer": self.optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": np.random.get_state(),
+            "python_rng": random.getstate(),
+            "data": str(data) if data is not None else None,
+            **training_state,
+        }
+
+    def load_state(self, ckpt: Mapping) -> None:
+        """Restore network, optimiser (with this config's learning rate) and RNG states."""
+        try:
+            self.net.load_state_dict(ckpt["state_dict"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise CheckpointError(f"checkpoint {ckpt.get('path', '?')} does not fit this run: {err}") from None
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr
+        if "torch_rng" in ckpt:
+            torch.set_rng_state(torch.as_tensor(ckpt["torch_rng"], dtype=torch.uint8))
+        if "numpy_rng" in ckpt:
+            np.random.set_state(ckpt["numpy_rng"])
+        if "python_rng" in ckpt:
+            random.setstate(ckpt["python_rng"])
+
+
+def save_checkpoint(state: Mapping, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then ``os.replace`` it into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        torch.save(dict(state), handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def validate_network(
+    net: nn.Module, model_type: str, size: int, channel: str, manifest: pd.DataFrame, progress: bool = False
+) -> tuple[dict[str, float], pd.DataFrame]:
+    """Score a network on the manifest's pairs exactly as users run it.
+
+    Every pair is registered at full resolution through
+    :meth:`pipelines.inference.DeepMethod.from_network` and scored with
+    :func:`evaluation.landmarks.measure_pair`; a pair whose registration fails counts as
+    failed (infinite error).
+
+    Returns:
+        ``(metrics, pairs)``: metrics ``mAUC``, ``auc_S``, ``auc_P``, ``auc_A``,
+        ``mean_error`` (mean of the per-pair mean errors, full-resolution px) and
+        ``median_error``; ``pairs`` the per-pair table of :func:`evaluation.fire_protocol.summarize`.
+    """
+    was_training = net.training
+    net.eval()
+    method = DeepMethod.from_network(net, model_type, size, channel)
+    rows = []
+    try:
+        for row in tqdm(manifest.to_dict("records"), desc="validation", unit="pair", leave=False, disable=not progress):
+            record = {"method": method.name, "pair": row["name"], "category": row["category"],
+                      "mean_error": math.inf, "median_error": math.inf, "max_error": math.inf,
+                      "status": "failed", "seconds": math.nan, "direction": ""}
+            fixed, moving, fixed_mask, moving_mask = load_pair(row)
+            try:
+                start = time.perf_counter()
+                result = method.register(fixed, moving, fixed_mask, moving_mask)
+                record["seconds"] = time.perf_counter() - start
+                error, mapped = measure_pair(result, row["fixed_points"], row["moving_points"])
+                if not np.all(np.isfinite(mapped)):
+                    raise RuntimeError("control points mapped to non-finite positions")
+            except Exception:  # a failed registration is a result (FIRE: failed), not a crash
+                pass
+            else:
+                record.update(mean_error=error.mean, median_error=error.median, max_error=error.max,
+                              status="ok", direction=error.direction)
+            rows.append(record)
+    finally:
+        net.train(was_training)
+    pairs = pd.DataFrame(rows)
+    summary = summarize(pairs).iloc[0]
+    metrics = {
+        "mAUC": float(summary["mAUC"]),
+        "auc_S": float(summary["auc_S"]),
+        "auc_P": float(summary["auc_P"]),
+        "auc_A": float(summary["auc_A"]),
+        "mean_error": float(pairs["mean_error"].astype(float).mean()),
+        "median_error": float(summary["median_error"]),
+    }
+    return metrics, pairs
+
+
+def _better(metrics: Mapping[str, float], best_mauc: float, best_error: float) -> bool:
+    mauc = metrics["mAUC"] if math.isfinite(metrics["mAUC"]) else -math.inf
+    if mauc != best_mauc:
+        return mauc > best_mauc
+    return metrics["mean_error"] < best_error
+
+
+# ----------------------------------------------------------------------------- logs
+
+
+def _empty_sums() -> dict[str, dict[str, float]]:
+    """Running sums of the loss parts over the epoch in progress (kept in checkpoints)."""
+    return {"sum": {k: 0.0 for k in _PARTS}, "count": {k: 0 for k in _PARTS}}
+
+
+def _append_row(path: Path, columns: Sequence[str], row: Mapping) -> None:
+    new = not path.is_file() or path.stat().st_size == 0
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
+        handle.flush()
+
+
+def _truncate_csv(path: Path, keep: Callable[[dict], bool]) -> None:
+    """Keep only the rows of a log that the checkpoint we resume from has seen (atomically)."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames
+        rows = [r for r in reader if keep(r)]
+    if not header:
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def run_config(out: str | Path) -> TrainConfig:
+    """The :class:`TrainConfig` stored in ``OUT/last.pt`` (to resume with the same settings).
+
+    Raises:
+        FileNotFoundError: naming ``OUT/last.pt``.
+        CheckpointError: if it holds no training config.
+    """
+    path = Path(out) / "last.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"nothing to resume: {path} not found")
+    ckpt = load_checkpoint(path)
+    stored = ckpt.get("config")
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"checkpoint {path} holds no training config; it was not written by firereg train")
+    known = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in stored.items() if k in known})
+
+
+def _check_resumable(ckpt: Mapping, config: TrainConfig, path: Path) -> None:
+    for key, have, want in (
+        ("model type", ckpt["model_type"], config.model),
+        ("working size", int(ckpt["size"]), int(config.size)),
+        ("channel", ckpt["channel"], config.channel),
+        ("network settings", dict(ckpt["net_kwargs"]), config.net_kwargs()),
+    ):
+        if have != want:
+            raise CheckpointError(f"cannot resume from {path}: its {key} is {have!r} but the config asks for {want!r}")
+    missing = {"optimizer", "epoch", "step_in_epoch", "global_step"} - set(ckpt)
+    if missing:
+        raise CheckpointError(f"cannot resume from {path}: it lacks training state {sorted(missing)}")
+
+
+def _training_data(config: TrainConfig, train_manifest: pd.DataFrame, out: Path, progress: bool):
+    if config.patches is not None:
+        folder = Path(config.patches)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"patch folder not found: {folder}")
+        try:
+            from pipelines.patches import PatchDataset
+        except ImportError as err:
+            raise RuntimeError(
+                f"--patches needs pipelines.patches.PatchDataset, which cannot be imported ({err})"
+            ) from None
+        dataset = PatchDataset(folder)
+        if len(dataset) == 0:
+            raise ValueError(f"patch folder {folder} holds no patches")
+        return dataset
+    if len(train_manifest) == 0:
+        raise ValueError("the split leaves no training pairs")
+    return fire_dataset(
+        train_manifest, config.transform_config(), cache=config.cache, cache_dir=out / "cache", progress=progress
+    )
+
+
+def train(
+    config: TrainConfig,
+    data: str | Path,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    on_step: Callable[[dict], None] | None = None,
+    num_threads: int | None = None,
+) -> dict:
+    """Train a registration network on a FIRE folder (see the module docstring).
+
+    Args:
+        config: the run's settings.
+        data: FIRE folder (real or generated).
+        out: run folder (created). Without ``resume`` it must not hold a run yet.
+        resume: continue the run in ``out`` from ``out/last.pt`` (same model type, size,
+            channel); ``config.epochs`` may be larger than before.
+        progress: show progress bars.
+        on_step: called after every step (and its checkpoint) with a dict ``epoch``,
+            ``step_in_epoch``, ``global_step``, ``loss`` ... (for tests and monitoring).
+        num_threads: ``torch.set_num_threads`` for the run; default ``os.cpu_count()``. On a
+            machine shared with other busy processes 1 is often much faster (no spinning
+            threads waiting for a core).
+
+    Returns:
+        ``best_mauc``, ``best_mean_error``, ``epochs`` (epochs completed), ``steps``
+        (global step), ``seconds`` (wall time of this call), ``stopped`` (``done``,
+        ``budget`` or ``already done``), ``best``/``last`` (checkpoint paths).
+
+    Raises:
+        ValueError: for bad config values (naming the field) or an unusable split.
+        FileNotFoundError: for a missing data folder, or ``resume`` without ``out/last.pt``.
+        FileExistsError: if ``out`` already holds a run and ``resume`` is False.
+        CheckpointError: naming ``out/last.pt`` if it is of another model type, size or channel.
+    """
+    config.validate()
+    start = time.monotonic()
+    out, data = Path(out), Path(data)
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    log_path, steps_path, split_path = out / "log.csv", out / "train_steps.csv", out / "split.csv"
+
+    ckpt = None
+    if resume:
+        if not last_path.is_file():
+            raise FileNotFoundError(f"nothing to resume: {last_path} not found")
+        ckpt = load_checkpoint(last_path)
+        _check_resumable(ckpt, config, last_path)
+    elif last_path.exists():
+        raise FileExistsError(f"{out} already holds a training run ({last_path}); resume it or choose another folder")
+
+    if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
+        raise ValueError(f"num_threads must be an integer >= 1, got {num_threads!r}")
+    torch.set_num_threads(num_threads or os.cpu_count() or 1)
+    if out.is_dir():  # temporary files of a save interrupted by a kill
+        for stale in out.glob(".*.pt.*.tmp"):
+            stale.unlink(missing_ok=True)
+    from monai.utils import set_determinism
+
+    set_determinism(seed=config.seed)
+
+    manifest = read_fire(data)
+    if resume and split_path.is_file():
+        split = read_split(split_path)
+    else:
+        split = make_split(manifest, val_fraction=config.val_fraction, seed=config.seed)
+        out.mkdir(parents=True, exist_ok=True)
+        write_split(split, split_path)
+    train_manifest = select_split(manifest, split, "train")
+    val_manifest = select_split(manifest, split, "validation")
+    if len(val_manifest) == 0:
+        raise ValueError(f"the split {split_path} leaves no validation pairs")
+
+    trainer = Trainer(config)
+    dataset = SeededItems(_training_data(config, train_manifest, out, progress), config.seed)
+    n_items = len(dataset)
+    steps_per_epoch = math.ceil(n_items / config.batch_size)
+
+    epoch, step_in_epoch, global_step = 0, 0, 0
+    best_mauc, best_error, elapsed_before = -math.inf, math.inf, 0.0
+    sums = _empty_sums()
+    if ckpt is not None:
+        trainer.load_state(ckpt)
+        epoch, step_in_epoch, global_step = int(ckpt["epoch"]), int(ckpt["step_in_epoch"]), int(ckpt["global_step"])
+        best_mauc = float(ckpt.get("best_mauc", -math.inf))
+        best_error = float(ckpt.get("best_error", math.inf))
+        elapsed_before = float(ckpt.get("elapsed", 0.0))
+        sums = {k: dict(v) for k, v in (ckpt.get("epoch_sums") or sums).items()}
+        stored_batch = (ckpt.get("config") or {}).get("batch_size", config.batch_size)
+        if step_in_epoch > 0 and stored_batch != config.batch_size:
+            raise CheckpointError(
+                f"cannot resume from {last_path} mid-epoch with another batch size "
+                f"({stored_batch} -> {config.batch_size}); resume with --batch-size {stored_batch}"
+            )
+        if step_in_epoch > steps_per_epoch:
+            raise CheckpointError(
+                f"cannot resume from {last_path}: it is {step_in_epoch} steps into an epoch of {steps_per_epoch} "
+                f"steps; the training data changed"
+            )
+        # drop log rows the checkpoint has not seen (written after it, before a kill)
+        _truncate_csv(log_path, lambda r: r.get("event") != "epoch" or int(r["epoch"]) < epoch)
+        _truncate_csv(steps_path, lambda r: int(r["global_step"]) <= global_step)
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(out / "tb"), purge_step=global_step + 1 if ckpt is not None else None)
+
+    def elapsed() -> float:
+        return elapsed_before + time.monotonic() - start
+
+    def over_budget() -> bool:
+        return config.budget_minutes is not None and time.monotonic() - start > 60.0 * config.budget_minutes
+
+    def snapshot(**extra) -> dict:
+        return trainer.state(
+            data=data, epoch=epoch, step_in_epoch=step_in_epoch, global_step=global_step,
+            best_mauc=best_mauc, best_error=best_error, epoch_sums={k: dict(v) for k, v in sums.items()},
+            elapsed=elapsed(),
+            steps_per_epoch=steps_per_epoch, **extra,
+        )
+
+    def validate_and_log(event: str) -> dict[str, float]:
+        nonlocal best_mauc, best_error
+        metrics, _ = validate_network(trainer.net, config.model, config.size, config.channel, val_manifest, progress)
+        if _better(metrics, best_mauc, best_error):
+            best_mauc = metrics["mAUC"] if math.isfinite(metrics["mAUC"]) else -math.inf
+            best_error = metrics["mean_error"]
+            save_checkpoint(snapshot(validation=metrics, validated_epoch=epoch), best_path)
+        means = {k: sums["sum"][k] / sums["count"][k] if sums["count"][k] else math.nan for k in _PARTS}
+        row = {
+            "epoch": epoch, "global_step": global_step, "train_loss": means["loss"],
+            "similarity": means["similarity"], "smoothness": means["smoothness"], "affine_loss": means["affine_loss"],
+            "val_mAUC": metrics["mAUC"], "val_auc_S": metrics["auc_S"], "val_auc_P": metrics["auc_P"],
+            "val_auc_A": metrics["auc_A"], "val_mean_error": metrics["mean_error"],
+            "seconds": round(elapsed(), 3), "event": event,
+        }
+        _append_row(log_path, LOG_COLUMNS, row)
+        for key in ("train_loss", "similarity", "smoothness", "affine_loss"):
+            if not math.isnan(row[key]):
+                writer.add_scalar(f"epoch/{key}", row[key], global_step)
+        for key, value in metrics.items():
+            if math.isfinite(value):
+                writer.add_scalar(f"val/{key}", value, global_step)
+        writer.flush()
+        return metrics
+
+    stopped = "already done" if epoch >= config.epochs else "done"
+    try:
+        while epoch < config.epochs:
+            dataset.epoch = epoch
+            loader = DataLoader(
+                dataset,
+                batch_size=config.batch_size,
+                sampler=EpochOrder(n_items, config.seed, epoch, skip=step_in_epoch * config.batch_size),
+                collate_fn=collate_pairs,
+                num_workers=0,
+                generator=torch.Generator().manual_seed(config.seed + epoch),
+            )
+            bar = tqdm(total=steps_per_epoch, initial=step_in_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
+                       unit="step", disable=not progress)
+            budget_hit = False
+            for batch in loader:
+                t0 = time.perf_counter()
+                parts = trainer.step(batch)
+                seconds = time.perf_counter() - t0
+                step_in_epoch += 1
+                global_step += 1
+                for key in _PARTS:
+                    if not math.isnan(parts[key]):
+                        sums["sum"][key] += parts[key]
+                        sums["count"][key] += 1
+                        writer.add_scalar(f"train/{key}", parts[key], global_step)
+                _append_row(steps_path, STEP_COLUMNS, {"global_step": global_step, "epoch": epoch,
+                                                       "step_in_epoch": step_in_epoch, **parts,
+                                                       "seconds": round(seconds, 4)})
+                bar.set_postfix(loss=f"{parts['loss']:.4f}")
+                bar.update()
+                if global_step % config.checkpoint_every == 0:
+                    save_checkpoint(snapshot(), last_path)
+                if on_step is not None:
+                    on_step({"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step,
+                             "seconds": seconds, **parts})
+                if over_budget() and step_in_epoch < steps_per_epoch:
+                    budget_hit = True
+                    break
+            bar.close()
+            if budget_hit:
+                save_checkpoint(snapshot(), last_path)
+                validate_and_log("budget")
+                stopped = "budget"
+                break
+            validate_and_log("epoch")
+            epoch += 1
+            step_in_epoch = 0
+            sums = _empty_sums()
+            save_checkpoint(snapshot(), last_path)
+            if over_budget() and epoch < config.epochs:
+                stopped = "budget"
+                break
+    finally:
+        writer.close()
+
+    return {
+        "best_mauc": best_mauc,
+        "best_mean_error": best_error,
+        "epochs": epoch,
+        "steps": global_step,
+        "seconds": time.monotonic() - start,
+        "stopped": stopped,
+        "best": str(best_path) if best_path.is_file() else None,
+        "last": str(last_path),
+    }
