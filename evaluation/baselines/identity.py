@@ -1,0 +1,31 @@
+"""The identity baseline: the moving image is taken as already aligned (the floor)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from evaluation.interface import MatrixResult
+
+__all__ = ["IdentityMethod"]
+
+
+@dataclass
+class IdentityMethod:
+    """Maps every fixed pixel to the same pixel of the moving image.
+
+    Every method should beat it; FIRE's "no registration" row.
+    """
+
+    name: str = "identity"
+
+    def register(
+        self,
+        fixed: np.ndarray,
+        moving: np.ndarray,
+        fixed_mask: np.ndarray | None = None,
+        moving_mask: np.ndarray | None = None,
+    ) -> MatrixResult:
+        """Return the identity matrix between the two image grids (masks are ignored)."""
+        return MatrixResult(np.eye(3), np.asarray(fixed).shape[:2], np.asarray(moving).shape[:2])
