@@ -137,33 +137,51 @@ def affine_to_ddf(matrix: torch.Tensor, spatial: Sequence[int]) -> torch.Tensor:
 class AffineNet(nn.Module):
     """Affine registration network in the spirit of spatial transformers (2D).
 
-    A convolutional encoder of the concatenated [moving, fixed] images, then separate
+    After the geometric-matching network of Rocco et al. (CVPR 2017): a siamese
+    convolutional encoder maps each image to a ``grid`` x ``grid`` map of L2-normalised
+    features; a correlation layer compares every fixed location with every moving location
+    (so where things moved is explicit, which a plain regressor on stacked images must
+    learn from scratch); a small regression CNN on the correlation volume feeds separate
     fully connected heads for translation, rotation, scale and shear, composed into one
     affine about the image centre (pixels):
-    ``A(p) = c + t + R(theta) Sh(shear) S(scale) (p - c)`` with ``t`` in pixels,
-    applied through the same ``Warp`` path as VoxelMorph (via its DDF). All heads start
-    at the identity transform.
+    ``A(p) = c + t + R(theta) Sh(shear) S(scale) (p - c)`` with ``t`` in pixels, applied
+    through the same ``Warp`` path as VoxelMorph (via its DDF). All heads start at the
+    identity transform. Any input size works (features are pooled to ``grid``).
 
     Args:
         in_channels: channels of each image.
         features: encoder channels (multiples of 8); each stage halves the resolution.
+        grid: side of the feature map that is correlated.
     """
 
-    def __init__(self, in_channels: int = 1, features: Sequence[int] = (16, 32, 64, 64, 128, 128)) -> None:
+    def __init__(self, in_channels: int = 1, features: Sequence[int] = (16, 32, 64, 64), grid: int = 16) -> None:
         super().__init__()
         self.spatial_dims = 2
         self.in_channels = in_channels
+        self.grid = grid
         layers: list[nn.Module] = []
-        channels = 2 * in_channels
+        channels = in_channels
         for out in features:
             layers += [
                 nn.Conv2d(channels, out, kernel_size=3, stride=2, padding=1),
                 nn.GroupNorm(8, out),  # unlike InstanceNorm, also defined on the 1x1 maps of small inputs
                 nn.LeakyReLU(0.2, inplace=True),
+                nn.Conv2d(out, out, kernel_size=3, padding=1),
+                nn.LeakyReLU(0.2, inplace=True),
             ]
             channels = out
-        self.encoder = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(4), nn.Flatten())
-        self.trunk = nn.Sequential(nn.Linear(channels * 16, 256), nn.LeakyReLU(0.2, inplace=True))
+        self.encoder = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(grid))
+        self.regressor = nn.Sequential(
+            nn.Conv2d(grid * grid, 128, kernel_size=7),
+            nn.GroupNorm(8, 128),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(128, 64, kernel_size=5),
+            nn.GroupNorm(8, 64),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Flatten(),
+        )
+        flat = 64 * (grid - 10) ** 2
+        self.trunk = nn.Sequential(nn.Linear(flat, 256), nn.LeakyReLU(0.2, inplace=True))
         self.translation = nn.Linear(256, 2)  # share of the image size
         self.rotation = nn.Linear(256, 1)  # radians
         self.log_scale = nn.Linear(256, 2)
@@ -173,13 +191,20 @@ class AffineNet(nn.Module):
             nn.init.zeros_(head.bias)
         self.warp = Warp(mode="bilinear", padding_mode="zeros")
 
+    def correlation(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+        """(B, grid*grid, grid, grid): channel = moving location, spatial = fixed location."""
+        fm = F.normalize(self.encoder(moving), dim=1).flatten(2)  # (B, C, G*G)
+        ff = F.normalize(self.encoder(fixed), dim=1).flatten(2)
+        corr = torch.einsum("bcm,bcf->bmf", fm, ff).reshape(moving.shape[0], -1, self.grid, self.grid)
+        return F.normalize(F.relu(corr), dim=1)
+
     def predict_affine(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
         """(B, 2, 3) affine on pixel index coordinates: fixed ``p`` → moving ``A[:, :, :2] p + A[:, :, 2]``."""
         if moving.shape != fixed.shape or moving.ndim != 4 or moving.shape[1] != self.in_channels:
             raise ValueError(
                 f"expected two (B, {self.in_channels}, W, H) images of one shape, got {tuple(moving.shape)} and {tuple(fixed.shape)}"
             )
-        h = self.trunk(self.encoder(torch.cat([moving, fixed], dim=1)))
+        h = self.trunk(self.regressor(self.correlation(moving, fixed)))
         size = torch.as_tensor(moving.shape[2:], dtype=h.dtype, device=h.device)
         t = self.translation(h) * size
         theta = self.rotation(h)[:, 0]

@@ -380,10 +380,14 @@ class ElastixMethod:
                 raise RuntimeError(f"{self.name}: elastix returned a non-finite transform")
             return MatrixResult(matrix, fixed_shape, moving_shape)
 
-        try:
-            dfield = itk.transformix_deformation_field(m_img, result_parameters, log_to_console=False)
-        except Exception as exc:
-            raise RuntimeError(f"{self.name}: transformix failed: {_short_reason(exc)}") from exc
+        # transformix writes deformationField.* into its output directory (default: the cwd)
+        with tempfile.TemporaryDirectory(prefix="firereg-transformix-") as out_dir:
+            try:
+                dfield = itk.transformix_deformation_field(
+                    m_img, result_parameters, log_to_console=False, output_directory=out_dir
+                )
+            except Exception as exc:
+                raise RuntimeError(f"{self.name}: transformix failed: {_short_reason(exc)}") from exc
         arr = np.asarray(itk.array_from_image(dfield), dtype=np.float32)  # (rows, cols, [dx, dy])
         if arr.shape != (*fixed_shape, 2):
             raise RuntimeError(f"{self.name}: deformation field has shape {arr.shape}, expected {(*fixed_shape, 2)}")
