@@ -30,12 +30,29 @@ Losses per model (working-size pixels, index order = (x, y) as the networks see 
 - ``cascade``: ``RegistrationLoss`` on the final warped image (smoothness of the
   deformable stage's DDF only, so the affine stage is not penalised for rotating or
   scaling) + the affine stage's loss as for ``affine``.
+
+Devices and distributed data-parallel training
+----------------------------------------------
+``train(device=...)`` runs the network and loss on a device (default: the CPU; under
+``torchrun`` with CUDA: ``cuda:LOCAL_RANK``). When ``WORLD_SIZE`` > 1 (``torchrun
+--nproc_per_node N``, one process per GPU or CPU worker) or a process group is already
+initialised, :func:`train` trains with ``DistributedDataParallel``: it initialises the
+process group if needed (``nccl`` on CUDA, ``gloo`` on the CPU) and destroys only a group it
+created; every rank takes its share of the seeded epoch order (:class:`EpochOrder`, as
+``DistributedSampler`` does: padded to a multiple of the world size, rank ``r`` takes items
+``r, r + W, ...``), so one step trains on ``W * batch_size`` pairs; gradients and logged
+loss parts are averaged over ranks. Only rank 0 writes checkpoints, logs, TensorBoard
+scalars and validates; the other ranks wait at a barrier. Resuming mid-epoch needs the
+same world size (the checkpoint records it); resuming at an epoch boundary does not.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
+import datetime
 import inspect
+import logging
 import math
 import os
 import random
@@ -47,7 +64,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
@@ -80,6 +99,7 @@ __all__ = [
     "SeededItems",
     "collate_pairs",
     "grid_points",
+    "resolve_device",
     "save_checkpoint",
     "run_config",
     "validate_network",
@@ -99,20 +119,10 @@ LOG_COLUMNS = (
 #: columns of ``train_steps.csv`` (``seconds``: wall time of the step)
 STEP_COLUMNS = ("global_step", "epoch", "step_in_epoch", "loss", "similarity", "smoothness", "affine_loss", "seconds")
 _PARTS = ("loss", "similarity", "smoothness", "affine_loss")
+#: how long ranks wait for each other (rank 0 validates while the others wait), minutes
+DISTRIBUTED_TIMEOUT_MINUTES = 60
 
-
-def _affine_min_size() -> int:
-    """Smallest working size AffineNet can train at: its encoder halves the image once per
-    stage, and instance norm needs more than one pixel at the last stage."""
-    stages = len(inspect.signature(AffineNet).parameters["features"].default)
-    size = 2
-    while True:
-        n = size
-        for _ in range(stages):
-            n = math.ceil(n / 2)
-        if n > 1:
-            return size
-        size += 1
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -195,12 +205,6 @@ class TrainConfig:
             raise bad("batch_size", "need an integer >= 1")
         if not is_int(self.size) or self.size < 16:
             raise bad("size", "need an integer >= 16 (pixels)")
-        if self.model in ("affine", "cascade") and self.size < _affine_min_size():
-            raise bad(
-                "size",
-                f"the {self.model} model needs at least {_affine_min_size()} px (AffineNet halves the image "
-                f"{len(inspect.signature(AffineNet).parameters['features'].default)} times)",
-            )
         if self.channel not in CHANNELS:
             raise bad("channel", f"choose one of {list(CHANNELS)}")
         if not is_num(self.lam) or not (self.lam >= 0 and math.isfinite(self.lam)):
@@ -283,20 +287,42 @@ class SeededItems(torch.utils.data.Dataset):
 
 class EpochOrder(Sampler[int]):
     """The item order of one epoch: ``randperm`` from ``torch.Generator`` seeded with
-    ``seed + epoch``, without its first ``skip`` items (those already trained on)."""
+    ``seed + epoch``, without its first ``skip`` items (those already trained on).
 
-    def __init__(self, n: int, seed: int, epoch: int, skip: int = 0) -> None:
+    With ``world_size`` > 1 (distributed training) rank ``rank`` takes its shard of that
+    order, as ``torch.utils.data.DistributedSampler`` does: the order is padded with its
+    own first items to a multiple of ``world_size`` and the rank takes the items at
+    positions ``rank, rank + world_size, ...``; ``skip`` then counts items of the shard.
+    """
+
+    def __init__(self, n: int, seed: int, epoch: int, skip: int = 0, rank: int = 0, world_size: int = 1) -> None:
         self.n, self.seed, self.epoch, self.skip = int(n), int(seed), int(epoch), int(skip)
+        self.rank, self.world_size = int(rank), int(world_size)
+        if self.world_size < 1 or not 0 <= self.rank < self.world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank {rank} and world_size {world_size}")
 
     def order(self) -> list[int]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         return torch.randperm(self.n, generator=generator).tolist()
 
+    def shard_size(self) -> int:
+        """Items of one rank's shard (all items without distribution)."""
+        return math.ceil(self.n / self.world_size)
+
+    def shard(self) -> list[int]:
+        """This rank's items of the epoch, in order (before ``skip``)."""
+        order = self.order()
+        if self.world_size == 1 or not order:
+            return order
+        total = self.shard_size() * self.world_size
+        padded = (order * math.ceil(total / len(order)))[:total]
+        return padded[self.rank : total : self.world_size]
+
     def __iter__(self):
-        return iter(self.order()[self.skip :])
+        return iter(self.shard()[self.skip :])
 
     def __len__(self) -> int:
-        return max(self.n - self.skip, 0)
+        return max(self.shard_size() - self.skip, 0)
 
 
 def _plain(x):
@@ -346,41 +372,93 @@ def grid_points(size: int, batch: int = 1, n: int = 8, margin: float = 0.1) -> t
 # ----------------------------------------------------------------------------- model + loss
 
 
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """The device a run trains on: ``device`` if given, else the CPU — or, in a
+    ``torchrun`` process (``WORLD_SIZE`` > 1) on a machine with CUDA, ``cuda:LOCAL_RANK``.
+    A bare ``cuda`` becomes ``cuda:LOCAL_RANK`` under ``torchrun``."""
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if device is None:
+        return torch.device("cuda", local_rank) if launched and torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None and launched:
+        return torch.device("cuda", local_rank)
+    return device
+
+
+class _NetworkLoss(nn.Module):
+    """The network and its training loss as one module, so that ``DistributedDataParallel``
+    sees every forward pass (the cascade's loss calls the stages' methods, not ``forward``)."""
+
+    def __init__(self, net: nn.Module, loss: Callable[[nn.Module, Mapping], tuple[torch.Tensor, dict[str, float]]]) -> None:
+        super().__init__()
+        self.net = net
+        self._loss = loss
+
+    def forward(self, batch: Mapping) -> tuple[torch.Tensor, dict[str, float]]:
+        return self._loss(self.net, batch)
+
+
 class Trainer:
     """The network, optimiser and loss of one run, and one optimisation step.
 
     Args:
         config: the run's settings (validated here).
+        device: where the network and loss run (default: the CPU); batches are moved there.
     """
 
-    def __init__(self, config: TrainConfig) -> None:
+    def __init__(self, config: TrainConfig, device: str | torch.device | None = None) -> None:
         config.validate()
         self.config = config
-        self.net: nn.Module = build_network(config.model, **config.net_kwargs())
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.net: nn.Module = build_network(config.model, **config.net_kwargs()).to(self.device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
-        self.registration_loss = RegistrationLoss(config.loss_config())
+        self.registration_loss = RegistrationLoss(config.loss_config()).to(self.device)
+        #: what a step calls: the network and loss, wrapped by :meth:`distribute`
+        self.model: nn.Module = _NetworkLoss(self.net, self._loss)
+        self.world_size = 1
+
+    def distribute(self) -> None:
+        """Wrap the network and loss in ``DistributedDataParallel`` (an initialised process
+        group is needed): gradients are averaged over ranks, rank 0's weights are broadcast."""
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        self.model = DistributedDataParallel(_NetworkLoss(self.net, self._loss), device_ids=device_ids)
+        self.world_size = dist.get_world_size()
+
+    def to_device(self, batch: Mapping) -> dict:
+        """The batch with its tensors on the trainer's device."""
+        return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
     # -- loss --------------------------------------------------------------------------
     def _affine_target(self, batch: Mapping) -> torch.Tensor:
         if "affine" in batch:  # patches carry their affine
-            return torch.as_tensor(batch["affine"], dtype=torch.float32)
+            return torch.as_tensor(batch["affine"], dtype=torch.float32, device=self.device)
         return fit_affine(batch[FIXED_POINTS], batch[MOVING_POINTS]).float()
 
     def _affine_stage_loss(
-        self, matrix: torch.Tensor, moving: torch.Tensor, fixed: torch.Tensor, mask: torch.Tensor | None, batch: Mapping
+        self,
+        net: nn.Module,
+        matrix: torch.Tensor,
+        moving: torch.Tensor,
+        fixed: torch.Tensor,
+        mask: torch.Tensor | None,
+        batch: Mapping,
     ) -> tuple[torch.Tensor, float]:
         """Loss of an affine (B, 2, 3): (O(1) loss, logged value: pixels for points)."""
         if self.config.affine_supervision == "points":
             size = fixed.shape[2]
             target = self._affine_target(batch)
-            pixels = affine_point_loss(matrix, target, grid_points(size, matrix.shape[0]))
+            pixels = affine_point_loss(matrix, target, grid_points(size, matrix.shape[0]).to(matrix.device))
             return pixels / size, float(pixels.detach())
-        aligned = self.net.warp(moving, affine_to_ddf(matrix, fixed.shape[2:]))
+        aligned = net.warp(moving, affine_to_ddf(matrix, fixed.shape[2:]))
         sim = self.registration_loss.similarity(aligned, fixed, mask)
         return sim, float(sim.detach())
 
     def compute_loss(self, batch: Mapping) -> tuple[torch.Tensor, dict[str, float]]:
         """The training loss of a collated batch, and its parts (floats; NaN = not used)."""
+        return self._loss(self.net, self.to_device(batch))
+
+    def _loss(self, net: nn.Module, batch: Mapping) -> tuple[torch.Tensor, dict[str, float]]:
         moving = batch[MOVING].float()
         fixed = batch[FIXED].float()
         mask = batch.get(FIXED_MASK)
@@ -388,24 +466,24 @@ class Trainer:
         parts = {"similarity": float("nan"), "smoothness": float("nan"), "affine_loss": float("nan")}
         model = self.config.model
         if model == "voxelmorph":
-            warped, ddf = self.net(moving, fixed)
+            warped, ddf = net(moving, fixed)
             total, reg = self.registration_loss(warped, fixed, ddf, mask)
             parts.update(reg)
         elif model == "affine":
-            matrix = self.net.predict_affine(moving, fixed)
-            total, logged = self._affine_stage_loss(matrix, moving, fixed, mask, batch)
+            matrix = net.predict_affine(moving, fixed)
+            total, logged = self._affine_stage_loss(net, matrix, moving, fixed, mask, batch)
             if self.config.affine_supervision == "similarity":
                 parts["similarity"] = logged
             else:
                 parts["affine_loss"] = logged
         else:  # cascade: CascadeNet.forward, keeping the affine and the deformable DDF
-            net: CascadeNet = self.net  # type: ignore[assignment]
-            matrix = net.affine.predict_affine(moving, fixed)
-            aligned = net.warp(moving, affine_to_ddf(matrix, moving.shape[2:]))
-            u = net.deformable.predict_ddf(aligned, fixed)
-            warped = net.warp(moving, net.compose(matrix, u))
+            cascade: CascadeNet = net  # type: ignore[assignment]
+            matrix = cascade.affine.predict_affine(moving, fixed)
+            aligned = cascade.warp(moving, affine_to_ddf(matrix, moving.shape[2:]))
+            u = cascade.deformable.predict_ddf(aligned, fixed)
+            warped = cascade.warp(moving, cascade.compose(matrix, u))
             reg_total, reg = self.registration_loss(warped, fixed, u, mask)
-            affine_total, logged = self._affine_stage_loss(matrix, moving, fixed, mask, batch)
+            affine_total, logged = self._affine_stage_loss(cascade, matrix, moving, fixed, mask, batch)
             total = reg_total + affine_total
             parts.update(reg)
             parts["affine_loss"] = logged
@@ -413,19 +491,30 @@ class Trainer:
         return total, parts
 
     def step(self, batch: Mapping) -> dict[str, float]:
-        """One optimisation step on a collated batch; returns the loss parts.
+        """One optimisation step on a collated batch; returns the loss parts (averaged over
+        ranks in distributed training).
 
         Raises:
-            RuntimeError: if the loss is not finite (names the pairs).
+            RuntimeError: if the loss is not finite (names the pairs); in distributed
+                training on every rank when it is not finite on one.
         """
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
-        total, parts = self.compute_loss(batch)
-        if not torch.isfinite(total):
+        total, parts = self.model(self.to_device(batch))
+        parts = self._mean_over_ranks(parts)
+        if not torch.isfinite(total) or not math.isfinite(parts["loss"]):
             raise RuntimeError(f"non-finite training loss {parts} on pairs {batch.get('name', '?')}")
         total.backward()
         self.optimizer.step()
         return parts
+
+    def _mean_over_ranks(self, parts: dict[str, float]) -> dict[str, float]:
+        if self.world_size == 1:
+            return parts
+        keys = sorted(parts)
+        values = torch.tensor([parts[k] for k in keys], dtype=torch.float64, device=self.device)
+        dist.all_reduce(values)
+        return {k: float(v) / self.world_size for k, v in zip(keys, values.tolist())}
 
     # -- state ---------------------------------------------------------------------------
     def state(self, data: Path | None = None, **training_state) -> dict:
@@ -485,13 +574,17 @@ def validate_network(
     Every pair is registered at full resolution through
     :meth:`pipelines.inference.DeepMethod.from_network` and scored with
     :func:`evaluation.landmarks.measure_pair`; a pair whose registration fails counts as
-    failed (infinite error).
+    failed (infinite error). A network on another device is scored by a CPU copy (the
+    registration interface works on CPU arrays).
 
     Returns:
         ``(metrics, pairs)``: metrics ``mAUC``, ``auc_S``, ``auc_P``, ``auc_A``,
         ``mean_error`` (mean of the per-pair mean errors, full-resolution px) and
         ``median_error``; ``pairs`` the per-pair table of :func:`evaluation.fire_protocol.summarize`.
     """
+    parameter = next(net.parameters(), None)
+    if parameter is not None and parameter.device.type != "cpu":
+        net = copy.deepcopy(net).cpu()
     was_training = net.training
     net.eval()
     method = DeepMethod.from_network(net, model_type, size, channel)
@@ -630,6 +723,51 @@ def _training_data(config: TrainConfig, train_manifest: pd.DataFrame, out: Path,
     )
 
 
+@dataclass
+class _Ranks:
+    """This process's place in distributed training (rank 0 of 1 without it)."""
+
+    rank: int = 0
+    world_size: int = 1
+    owned: bool = False  # the process group was initialised by train() (which destroys it)
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """``flag`` of any rank (all ranks take the same decision)."""
+        if not self.enabled:
+            return bool(flag)
+        value = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item() > 0)
+
+
+def _setup_distributed(device: torch.device) -> _Ranks:
+    """Join (or, under ``torchrun`` with ``WORLD_SIZE`` > 1, create) the process group."""
+    if dist.is_available() and dist.is_initialized():
+        return _Ranks(dist.get_rank(), dist.get_world_size(), owned=False)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return _Ranks()
+    if not dist.is_available():
+        raise RuntimeError("WORLD_SIZE > 1 asks for distributed training, but this PyTorch has no torch.distributed")
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=DISTRIBUTED_TIMEOUT_MINUTES))
+    logger.info("rank %d of %d joined the %s process group", dist.get_rank(), dist.get_world_size(), backend)
+    return _Ranks(dist.get_rank(), dist.get_world_size(), owned=True)
+
+
 def train(
     config: TrainConfig,
     data: str | Path,
@@ -638,6 +776,7 @@ def train(
     progress: bool = True,
     on_step: Callable[[dict], None] | None = None,
     num_threads: int | None = None,
+    device: str | torch.device | None = None,
 ) -> dict:
     """Train a registration network on a FIRE folder (see the module docstring).
 
@@ -649,15 +788,20 @@ def train(
             channel); ``config.epochs`` may be larger than before.
         progress: show progress bars.
         on_step: called after every step (and its checkpoint) with a dict ``epoch``,
-            ``step_in_epoch``, ``global_step``, ``loss`` ... (for tests and monitoring).
-        num_threads: ``torch.set_num_threads`` for the run; default ``os.cpu_count()``. On a
-            machine shared with other busy processes 1 is often much faster (no spinning
-            threads waiting for a core).
+            ``step_in_epoch``, ``global_step``, ``loss`` ... (for tests and monitoring);
+            on every rank in distributed training.
+        num_threads: ``torch.set_num_threads`` for the run; default ``os.cpu_count()``
+            (divided by ``LOCAL_WORLD_SIZE`` under ``torchrun``). On a machine shared with
+            other busy processes 1 is often much faster (no spinning threads waiting for a core).
+        device: where to train (:func:`resolve_device`; default the CPU, or
+            ``cuda:LOCAL_RANK`` under ``torchrun`` on a CUDA machine). Validation and
+            checkpoints are device independent.
 
     Returns:
         ``best_mauc``, ``best_mean_error``, ``epochs`` (epochs completed), ``steps``
         (global step), ``seconds`` (wall time of this call), ``stopped`` (``done``,
-        ``budget`` or ``already done``), ``best``/``last`` (checkpoint paths).
+        ``budget`` or ``already done``), ``best``/``last`` (checkpoint paths),
+        ``rank`` and ``world_size`` (1 without distributed training).
 
     Raises:
         ValueError: for bad config values (naming the field) or an unusable split.
@@ -666,8 +810,31 @@ def train(
         CheckpointError: naming ``out/last.pt`` if it is of another model type, size or channel.
     """
     config.validate()
+    if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
+        raise ValueError(f"num_threads must be an integer >= 1, got {num_threads!r}")
+    device = resolve_device(device)
+    ranks = _setup_distributed(device)
+    try:
+        return _train(config, Path(data), Path(out), resume, progress, on_step, num_threads, device, ranks)
+    finally:
+        if ranks.owned and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(
+    config: TrainConfig,
+    data: Path,
+    out: Path,
+    resume: bool,
+    progress: bool,
+    on_step: Callable[[dict], None] | None,
+    num_threads: int | None,
+    device: torch.device,
+    ranks: _Ranks,
+) -> dict:
     start = time.monotonic()
-    out, data = Path(out), Path(data)
+    main = ranks.main
+    progress = progress and main
     last_path, best_path = out / "last.pt", out / "best.pt"
     log_path, steps_path, split_path = out / "log.csv", out / "train_steps.csv", out / "split.csv"
 
@@ -680,10 +847,11 @@ def train(
     elif last_path.exists():
         raise FileExistsError(f"{out} already holds a training run ({last_path}); resume it or choose another folder")
 
-    if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
-        raise ValueError(f"num_threads must be an integer >= 1, got {num_threads!r}")
-    torch.set_num_threads(num_threads or os.cpu_count() or 1)
-    if out.is_dir():  # temporary files of a save interrupted by a kill
+    if num_threads is None:
+        cores = os.cpu_count() or 1
+        num_threads = max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))) if ranks.enabled else cores
+    torch.set_num_threads(num_threads)
+    if main and out.is_dir():  # temporary files of a save interrupted by a kill
         for stale in out.glob(".*.pt.*.tmp"):
             stale.unlink(missing_ok=True)
     from monai.utils import set_determinism
@@ -694,18 +862,20 @@ def train(
     if resume and split_path.is_file():
         split = read_split(split_path)
     else:
-        split = make_split(manifest, val_fraction=config.val_fraction, seed=config.seed)
+        split = make_split(manifest, val_fraction=config.val_fraction, seed=config.seed)  # the same on every rank
         out.mkdir(parents=True, exist_ok=True)
-        write_split(split, split_path)
+        if main:
+            write_split(split, split_path)
     train_manifest = select_split(manifest, split, "train")
     val_manifest = select_split(manifest, split, "validation")
     if len(val_manifest) == 0:
         raise ValueError(f"the split {split_path} leaves no validation pairs")
 
-    trainer = Trainer(config)
+    trainer = Trainer(config, device)
     dataset = SeededItems(_training_data(config, train_manifest, out, progress), config.seed)
     n_items = len(dataset)
-    steps_per_epoch = math.ceil(n_items / config.batch_size)
+    steps_per_epoch = math.ceil(EpochOrder(n_items, config.seed, 0, world_size=ranks.world_size).shard_size()
+                                / config.batch_size)
 
     epoch, step_in_epoch, global_step = 0, 0, 0
     best_mauc, best_error, elapsed_before = -math.inf, math.inf, 0.0
@@ -723,57 +893,79 @@ def train(
                 f"cannot resume from {last_path} mid-epoch with another batch size "
                 f"({stored_batch} -> {config.batch_size}); resume with --batch-size {stored_batch}"
             )
+        stored_world = int(ckpt.get("world_size", 1))
+        if step_in_epoch > 0 and stored_world != ranks.world_size:
+            raise CheckpointError(
+                f"cannot resume from {last_path} mid-epoch with another number of processes "
+                f"({stored_world} -> {ranks.world_size}); resume with {stored_world}"
+            )
         if step_in_epoch > steps_per_epoch:
             raise CheckpointError(
                 f"cannot resume from {last_path}: it is {step_in_epoch} steps into an epoch of {steps_per_epoch} "
                 f"steps; the training data changed"
             )
-        # drop log rows the checkpoint has not seen (written after it, before a kill)
-        _truncate_csv(log_path, lambda r: r.get("event") != "epoch" or int(r["epoch"]) < epoch)
-        _truncate_csv(steps_path, lambda r: int(r["global_step"]) <= global_step)
+        if main:  # drop log rows the checkpoint has not seen (written after it, before a kill)
+            _truncate_csv(log_path, lambda r: r.get("event") != "epoch" or int(r["epoch"]) < epoch)
+            _truncate_csv(steps_path, lambda r: int(r["global_step"]) <= global_step)
+    if ranks.enabled:
+        trainer.distribute()  # after loading: DDP starts from rank 0's weights
 
-    from torch.utils.tensorboard import SummaryWriter
+    writer = None
+    if main:
+        from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(out / "tb"), purge_step=global_step + 1 if ckpt is not None else None)
+        writer = SummaryWriter(str(out / "tb"), purge_step=global_step + 1 if ckpt is not None else None)
+
+    def scalar(tag: str, value: float) -> None:
+        if writer is not None:
+            writer.add_scalar(tag, value, global_step)
 
     def elapsed() -> float:
         return elapsed_before + time.monotonic() - start
 
     def over_budget() -> bool:
-        return config.budget_minutes is not None and time.monotonic() - start > 60.0 * config.budget_minutes
+        if config.budget_minutes is None:
+            return False
+        return ranks.any(time.monotonic() - start > 60.0 * config.budget_minutes, device)
 
     def snapshot(**extra) -> dict:
         return trainer.state(
             data=data, epoch=epoch, step_in_epoch=step_in_epoch, global_step=global_step,
             best_mauc=best_mauc, best_error=best_error, epoch_sums={k: dict(v) for k, v in sums.items()},
-            elapsed=elapsed(),
+            elapsed=elapsed(), world_size=ranks.world_size,
             steps_per_epoch=steps_per_epoch, **extra,
         )
 
-    def validate_and_log(event: str) -> dict[str, float]:
+    def save_last() -> None:
+        if main:
+            save_checkpoint(snapshot(), last_path)
+
+    def validate_and_log(event: str) -> None:
+        """Rank 0 validates, saves ``best.pt`` and logs; the other ranks wait for it."""
         nonlocal best_mauc, best_error
-        metrics, _ = validate_network(trainer.net, config.model, config.size, config.channel, val_manifest, progress)
-        if _better(metrics, best_mauc, best_error):
-            best_mauc = metrics["mAUC"] if math.isfinite(metrics["mAUC"]) else -math.inf
-            best_error = metrics["mean_error"]
-            save_checkpoint(snapshot(validation=metrics, validated_epoch=epoch), best_path)
-        means = {k: sums["sum"][k] / sums["count"][k] if sums["count"][k] else math.nan for k in _PARTS}
-        row = {
-            "epoch": epoch, "global_step": global_step, "train_loss": means["loss"],
-            "similarity": means["similarity"], "smoothness": means["smoothness"], "affine_loss": means["affine_loss"],
-            "val_mAUC": metrics["mAUC"], "val_auc_S": metrics["auc_S"], "val_auc_P": metrics["auc_P"],
-            "val_auc_A": metrics["auc_A"], "val_mean_error": metrics["mean_error"],
-            "seconds": round(elapsed(), 3), "event": event,
-        }
-        _append_row(log_path, LOG_COLUMNS, row)
-        for key in ("train_loss", "similarity", "smoothness", "affine_loss"):
-            if not math.isnan(row[key]):
-                writer.add_scalar(f"epoch/{key}", row[key], global_step)
-        for key, value in metrics.items():
-            if math.isfinite(value):
-                writer.add_scalar(f"val/{key}", value, global_step)
-        writer.flush()
-        return metrics
+        if main:
+            metrics, _ = validate_network(trainer.net, config.model, config.size, config.channel, val_manifest, progress)
+            if _better(metrics, best_mauc, best_error):
+                best_mauc = metrics["mAUC"] if math.isfinite(metrics["mAUC"]) else -math.inf
+                best_error = metrics["mean_error"]
+                save_checkpoint(snapshot(validation=metrics, validated_epoch=epoch), best_path)
+            means = {k: sums["sum"][k] / sums["count"][k] if sums["count"][k] else math.nan for k in _PARTS}
+            row = {
+                "epoch": epoch, "global_step": global_step, "train_loss": means["loss"],
+                "similarity": means["similarity"], "smoothness": means["smoothness"], "affine_loss": means["affine_loss"],
+                "val_mAUC": metrics["mAUC"], "val_auc_S": metrics["auc_S"], "val_auc_P": metrics["auc_P"],
+                "val_auc_A": metrics["auc_A"], "val_mean_error": metrics["mean_error"],
+                "seconds": round(elapsed(), 3), "event": event,
+            }
+            _append_row(log_path, LOG_COLUMNS, row)
+            for key in ("train_loss", "similarity", "smoothness", "affine_loss"):
+                if not math.isnan(row[key]):
+                    scalar(f"epoch/{key}", row[key])
+            for key, value in metrics.items():
+                if math.isfinite(value):
+                    scalar(f"val/{key}", value)
+            writer.flush()
+        ranks.barrier()
 
     stopped = "already done" if epoch >= config.epochs else "done"
     try:
@@ -782,7 +974,8 @@ def train(
             loader = DataLoader(
                 dataset,
                 batch_size=config.batch_size,
-                sampler=EpochOrder(n_items, config.seed, epoch, skip=step_in_epoch * config.batch_size),
+                sampler=EpochOrder(n_items, config.seed, epoch, skip=step_in_epoch * config.batch_size,
+                                   rank=ranks.rank, world_size=ranks.world_size),
                 collate_fn=collate_pairs,
                 num_workers=0,
                 generator=torch.Generator().manual_seed(config.seed + epoch),
@@ -800,23 +993,24 @@ def train(
                     if not math.isnan(parts[key]):
                         sums["sum"][key] += parts[key]
                         sums["count"][key] += 1
-                        writer.add_scalar(f"train/{key}", parts[key], global_step)
-                _append_row(steps_path, STEP_COLUMNS, {"global_step": global_step, "epoch": epoch,
-                                                       "step_in_epoch": step_in_epoch, **parts,
-                                                       "seconds": round(seconds, 4)})
+                        scalar(f"train/{key}", parts[key])
+                if main:
+                    _append_row(steps_path, STEP_COLUMNS, {"global_step": global_step, "epoch": epoch,
+                                                           "step_in_epoch": step_in_epoch, **parts,
+                                                           "seconds": round(seconds, 4)})
                 bar.set_postfix(loss=f"{parts['loss']:.4f}")
                 bar.update()
                 if global_step % config.checkpoint_every == 0:
-                    save_checkpoint(snapshot(), last_path)
+                    save_last()
                 if on_step is not None:
                     on_step({"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step,
                              "seconds": seconds, **parts})
-                if over_budget() and step_in_epoch < steps_per_epoch:
+                if step_in_epoch < steps_per_epoch and over_budget():
                     budget_hit = True
                     break
             bar.close()
             if budget_hit:
-                save_checkpoint(snapshot(), last_path)
+                save_last()
                 validate_and_log("budget")
                 stopped = "budget"
                 break
@@ -824,13 +1018,23 @@ def train(
             epoch += 1
             step_in_epoch = 0
             sums = _empty_sums()
-            save_checkpoint(snapshot(), last_path)
-            if over_budget() and epoch < config.epochs:
+            save_last()
+            if epoch < config.epochs and over_budget():
                 stopped = "budget"
                 break
+        ranks.barrier()  # rank 0's last checkpoint is on disk before any rank returns
+        if ranks.enabled:  # every rank returns rank 0's best validation
+            shared = [best_mauc, best_error]
+            dist.broadcast_object_list(shared, src=0)
+            best_mauc, best_error = shared
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
 
+    logger.info(
+        "training finished on rank %d of %d: %d epochs, %d steps (%s) in %.1f s",
+        ranks.rank, ranks.world_size, epoch, global_step, stopped, time.monotonic() - start,
+    )
     return {
         "best_mauc": best_mauc,
         "best_mean_error": best_error,
@@ -840,4 +1044,6 @@ def train(
         "stopped": stopped,
         "best": str(best_path) if best_path.is_file() else None,
         "last": str(last_path),
+        "rank": ranks.rank,
+        "world_size": ranks.world_size,
     }
