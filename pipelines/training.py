@@ -51,7 +51,6 @@ from __future__ import annotations
 import copy
 import csv
 import datetime
-import inspect
 import logging
 import math
 import os
