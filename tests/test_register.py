@@ -216,7 +216,7 @@ def test_register_errors_are_clear(pair, tmp_path):
         register_pair(root / "fixed.png", root / "moving.png", pair["ckpt"], tmp_path / "o", points_path=tmp_path / "nopoints.txt")
     with pytest.raises(ValueError, match=r"\.bmp.*\.jpg \.jpeg \.png \.tif \.tiff"):
         read_image(tmp_path / "image.bmp")
-    with pytest.raises(ValueError, match=r"'\.nii\.gz' \(NIfTI images are not supported yet\)"):
+    with pytest.raises(ValueError, match=r"'\.nii\.gz' \(read_image reads photographs; for NIfTI use"):
         read_image(tmp_path / "image.nii.gz")
     bad = tmp_path / "three.txt"
     bad.write_text("1 2 3\n")
