@@ -6,7 +6,9 @@ record under ``OUT/records/`` (written atomically), so an interrupted benchmark 
 where it stopped; the tables and plots are rebuilt from the records at the end:
 
 - ``pairs.csv``: method, pair, category, mean/median/max error (px), direction, seconds,
-  status (ok/failed), reason;
+  status (ok/failed), reason, and the deformation quality of the fixed → moving map inside
+  the fixed field of view (``jac_min``: smallest Jacobian determinant; ``folding_fraction``:
+  share of it with determinant <= 0; see :func:`evaluation.deformation.mapping_quality`);
 - ``points.csv``: method, pair, point, space, x, y — every control point mapped by the
   method (``space=fixed``: the moving point mapped into the fixed image;
   ``space=moving``: the fixed point mapped into the moving image);
@@ -28,6 +30,7 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
+from evaluation.deformation import mapping_quality
 from evaluation.interface import RegistrationMethod, RegistrationResult, ResizedMethod
 from evaluation.landmarks import measure_pair, point_distances
 from evaluation.report import (
@@ -46,7 +49,7 @@ __all__ = ["BenchmarkConfig", "run_benchmark", "rescore_points", "load_pair", "P
 
 PAIRS_COLUMNS = [
     "method", "pair", "category", "mean_error", "median_error", "max_error",
-    "direction", "seconds", "status", "reason",
+    "direction", "seconds", "status", "reason", "jac_min", "folding_fraction",
 ]
 POINTS_COLUMNS = ["method", "pair", "point", "space", "x", "y"]
 
@@ -124,6 +127,7 @@ def register_and_score(
         "method": label, "pair": row["name"], "category": row["category"],
         "mean_error": float("inf"), "median_error": float("inf"), "max_error": float("inf"),
         "direction": "", "seconds": float("nan"), "status": "failed", "reason": "", "points": [],
+        "jac_min": float("nan"), "folding_fraction": float("nan"),
     }
     fixed, moving, fixed_mask, moving_mask = load_pair(row)
     fixed_points = np.asarray(row["fixed_points"], dtype=np.float64)
@@ -139,9 +143,11 @@ def register_and_score(
     except Exception as err:  # a method's failure is a result, not a crash (FIRE protocol: failed)
         record["reason"] = f"{type(err).__name__}: {err}"[:300]
         return record
+    quality = mapping_quality(result, fixed_mask)  # deformation quality of the fixed → moving map
     record.update(
         mean_error=error.mean, median_error=error.median, max_error=error.max,
         direction=error.direction, status="ok",
+        jac_min=quality.jac_min, folding_fraction=quality.folding_fraction,
     )
     spaces = {"moving": result.fixed_to_moving(fixed_points)}
     if result.invertible:
@@ -258,7 +264,7 @@ def run_benchmark(
         for row in rows:
             records.append(json.loads(record_path(label, row["name"]).read_text()))
     points = pd.DataFrame([p for r in records for p in r["points"]], columns=POINTS_COLUMNS)
-    pairs = pd.DataFrame([{k: r[k] for k in PAIRS_COLUMNS} for r in records], columns=PAIRS_COLUMNS)
+    pairs = pd.DataFrame([{k: r.get(k, float("nan")) for k in PAIRS_COLUMNS} for r in records], columns=PAIRS_COLUMNS)
     atomic_to_csv(pairs, out / "pairs.csv")
     atomic_to_csv(points, out / "points.csv")
     write_summary(pairs, out, _data_notes(manifest, config.size) + list(config.notes))

@@ -188,7 +188,9 @@ def summarize(pairs: pd.DataFrame) -> pd.DataFrame:
         ``mAUC`` (mean of the AUCs of categories that have pairs; NaN if none),
         ``median_error`` (median of the per-pair mean errors, failed pairs as inf, pixels),
         ``failed``, ``inaccurate``, ``acceptable`` (pair counts, classified from the
-        ``median_error``/``max_error`` columns) and ``median_seconds`` (NaN skipped).
+        ``median_error``/``max_error`` columns) and ``median_seconds`` (NaN skipped); when
+        ``pairs`` has a ``folding_fraction`` column, also ``folding_pct`` (mean share of the
+        fixed field of view where the map folds, over successful pairs, percent).
 
     Raises:
         ValueError: if columns are missing, the table is empty, a category or status is
@@ -215,6 +217,9 @@ def summarize(pairs: pd.DataFrame) -> pd.DataFrame:
         for name in ("failed", "inaccurate", "acceptable"):
             row[name] = int(sum(c == name for c in classes))
         row["median_seconds"] = float(sub["seconds"].astype(np.float64).median())
+        if "folding_fraction" in sub.columns:  # optional: deformation quality of the maps
+            ok = sub["status"] == "ok"
+            row["folding_pct"] = float(100 * sub.loc[ok, "folding_fraction"].astype(np.float64).mean())
         rows.append(row)
     columns = [
         "method",
@@ -227,6 +232,8 @@ def summarize(pairs: pd.DataFrame) -> pd.DataFrame:
         "acceptable",
         "median_seconds",
     ]
+    if "folding_fraction" in table.columns:
+        columns.append("folding_pct")
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -61,6 +61,8 @@ def summary_markdown(summary: pd.DataFrame, notes: list[str]) -> str:
         "- AUC: mean success rate over thresholds 1..25 px (error of a pair = mean control-point distance,"
         " full-resolution px); mAUC: mean of the category AUCs present.",
         "- failed: no transform (error infinite); inaccurate: max error > 50 px or median > 20 px.",
+        "- folding_pct: mean share (%) of the fixed field of view where the fixed → moving map folds"
+        " (Jacobian determinant <= 0).",
         "",
         "| " + " | ".join(columns) + " |",
         "|" + "|".join("---" for _ in columns) + "|",

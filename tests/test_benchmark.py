@@ -115,6 +115,11 @@ def test_outputs_failed_method_and_rescoring(manifest, tmp_path, monkeypatch):
     rescored = rescore_points(points, manifest).set_index(["method", "pair"])
     for row in pairs[pairs["status"] == "ok"].itertuples():
         assert rescored.loc[(row.method, row.pair), "mean_error"] == pytest.approx(row.mean_error, abs=1e-6)
+    # deformation quality: identity and the oracle homography do not fold; a failed pair has none
+    assert np.allclose(pairs.loc[pairs["method"] == "identity", "jac_min"], 1.0)
+    assert (pairs.loc[pairs["method"] != "broken", "folding_fraction"] == 0).all()
+    assert pairs.loc[pairs["method"] == "broken", "jac_min"].isna().all()
+    assert summary.loc["oracle", "folding_pct"] == 0 and "folding_pct" in text
     overlays = list((out / "overlays" / "oracle").glob("*_checkerboard.png"))
     assert len(overlays) == len(set(manifest["category"]))
 

@@ -323,3 +323,20 @@ def test_monai_warp_convention_matches():
     inside = (grid(h, w)[1] + ddf[1] >= 0) & (grid(h, w)[1] + ddf[1] <= w - 1)
     np.testing.assert_allclose(warped[inside], (grid(h, w)[1] + ddf[1])[inside], atol=1e-4)
     np.testing.assert_allclose(jacobian_determinant(ddf), 1.25, atol=1e-6)
+
+
+def test_mapping_quality_of_results():
+    """Any result's map: a uniform 2x scale has determinant 4; a folding field is found."""
+    from evaluation.deformation import mapping_quality
+    from evaluation.interface import DisplacementFieldResult, MatrixResult, ScaledResult
+
+    scale = mapping_quality(MatrixResult(np.diag([2.0, 2.0, 1.0]), (100, 120), (200, 240)))
+    assert scale.jac_min == pytest.approx(4.0) and scale.jac_max == pytest.approx(4.0)
+    assert scale.folding_fraction == 0
+    field = np.zeros((2, 50, 60))
+    field[0, :, 30:] = -3.0 * np.arange(30)[None, :]  # x map runs backwards on the right half
+    folded = mapping_quality(ScaledResult(DisplacementFieldResult(field), (100, 120), (100, 120)))
+    assert 0.4 < folded.folding_fraction < 0.6
+    left = np.zeros((100, 120), dtype=bool)
+    left[:, :50] = True
+    assert mapping_quality(ScaledResult(DisplacementFieldResult(field), (100, 120), (100, 120)), left).folding_fraction == 0
