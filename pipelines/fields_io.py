@@ -155,6 +155,20 @@ def save_field(
     return nii_path, npy_path
 
 
+def _load_vector_nifti(path: Path):
+    """A NIfTI displacement field, checked to be a vector image (errors name the file)."""
+    try:
+        image = nib.load(path)
+    except Exception as err:
+        raise FieldFormatError(f"cannot read displacement field {path}: {err}") from None
+    intent = int(image.header["intent_code"])
+    if intent != NIFTI_INTENT_VECTOR:
+        raise FieldFormatError(
+            f"displacement field {path} has NIfTI intent code {intent}, expected {NIFTI_INTENT_VECTOR} (vector)"
+        )
+    return image
+
+
 def load_field(path: str | Path) -> np.ndarray:
     """Read a field written by :func:`save_field` (``.nii``/``.nii.gz`` or ``.npy``).
 
@@ -178,15 +192,7 @@ def load_field(path: str | Path) -> np.ndarray:
         return _check_field(arr, f"displacement field {path}")
     if not name.endswith(_NIFTI_SUFFIXES):
         raise FieldFormatError(f"displacement field {path}: unknown format; expected .nii, .nii.gz or .npy")
-    try:
-        image = nib.load(path)
-    except Exception as err:
-        raise FieldFormatError(f"cannot read displacement field {path}: {err}") from None
-    intent = int(image.header["intent_code"])
-    if intent != NIFTI_INTENT_VECTOR:
-        raise FieldFormatError(
-            f"displacement field {path} has NIfTI intent code {intent}, expected {NIFTI_INTENT_VECTOR} (vector)"
-        )
+    image = _load_vector_nifti(path)
     shape = image.shape
     if len(shape) != 5 or shape[2] != 1 or shape[3] != 1 or shape[4] != 2:
         raise FieldFormatError(
@@ -386,15 +392,7 @@ def load_world_field(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"displacement field not found: {path}")
-    try:
-        image = nib.load(path)
-    except Exception as err:
-        raise FieldFormatError(f"cannot read displacement field {path}: {err}") from None
-    intent = int(image.header["intent_code"])
-    if intent != NIFTI_INTENT_VECTOR:
-        raise FieldFormatError(
-            f"displacement field {path} has NIfTI intent code {intent}, expected {NIFTI_INTENT_VECTOR} (vector)"
-        )
+    image = _load_vector_nifti(path)
     shape = image.shape
     if len(shape) != 5 or shape[3] != 1 or shape[4] != 3:
         raise FieldFormatError(f"displacement field {path} has shape {shape}; expected (X, Y, Z, 1, 3) in mm")
