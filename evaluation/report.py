@@ -24,6 +24,7 @@ __all__ = [
     "checkerboard",
     "colour_overlay",
     "save_png",
+    "save_figure",
 ]
 
 
@@ -98,9 +99,15 @@ def plot_success_rate(pairs: pd.DataFrame, path: str | Path) -> Path:
     axes[0][0].set_ylabel("success rate")
     axes[0][-1].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as PNG through a temporary file renamed into place; closes it."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
     tmp.replace(path)
     return path

@@ -37,7 +37,7 @@ import torch
 
 from evaluation.deformation import deformation_quality
 from evaluation.overlap import dice
-from evaluation.report import atomic_write_text
+from evaluation.report import atomic_write_text, save_figure
 from pipelines.losses import LossConfig, RegistrationLoss
 from pipelines.networks import VoxelMorphNet
 from transforms.mnist_data import DigitData, atlas_index, load_digit_data, select_digit
@@ -291,13 +291,7 @@ def plot_atlas_grid(
             ax.set_yticks([])
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
 
 
 def _checkpoint(run: AtlasRun) -> dict:

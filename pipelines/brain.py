@@ -47,7 +47,7 @@ import torch.nn.functional as F
 
 from evaluation.deformation import deformation_quality
 from evaluation.overlap import dice_per_label, mean_dice
-from evaluation.report import atomic_write_text
+from evaluation.report import atomic_write_text, save_figure
 from pipelines.fields_io import save_nifti_image, save_world_field
 from pipelines.inference import RefineConfig, refine_ddf
 from pipelines.losses import LossConfig, RegistrationLoss
@@ -485,11 +485,7 @@ def _plot(path: Path, example: dict, template: BrainTemplate, config: BrainConfi
              f"folding {100 * metrics['folding_fraction']:.3f} %\ndata: ")
     fig.suptitle(title + textwrap.fill(template.source, 150), fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def _mode(config: BrainConfig) -> str:
