@@ -111,7 +111,11 @@ def split(
 @user_errors
 def benchmark(
     data: DataOption = None,
-    methods: Annotated[str, typer.Option(help="Comma-separated methods.")] = "identity,elastix-rigid,elastix-affine,elastix-bspline,sift",
+    methods: Annotated[
+        str,
+        typer.Option(help="Comma-separated methods: baselines, and trained models as TYPE:RUN, TYPE+tto:RUN "
+                          "(test-time refinement; TYPE+ttoN:RUN for N steps), LABEL=TYPE:RUN to name one."),
+    ] = "identity,elastix-rigid,elastix-affine,elastix-bspline,sift",
     out: Annotated[Path, typer.Option(help="Output folder; re-running into it resumes.")] = Path("benchmark-out"),
     size: Annotated[int, typer.Option(help="Working size (longest side, px) at which methods register.")] = 512,
     workers: Annotated[int, typer.Option(help="Parallel worker processes.")] = 1,
@@ -121,8 +125,10 @@ def benchmark(
 ) -> None:
     """Register every pair with each method and score it with the FIRE landmark protocol."""
     from evaluation.benchmark import BenchmarkConfig, run_benchmark
+    from pipelines.method_specs import make_any_method, parse_method_list
     from transforms.splits import read_split, select_split
 
+    specs = parse_method_list(methods)  # bad specs and clashing labels fail before any work
     if workers < 1 or size < 16:
         raise ValueError(f"need --workers >= 1 and --size >= 16, got {workers} and {size}")
     manifest = read_fire(resolve_data(data), exclude_known_bad=not include_p37)
@@ -132,11 +138,43 @@ def benchmark(
             raise ValueError(f"--subset {subset} needs --split FILE")
         manifest = select_split(manifest, read_split(split_file), subset)
         notes.append(f"subset: {subset} pairs of {split_file}")
-    config = BenchmarkConfig(methods=[m.strip() for m in methods.split(",") if m.strip()], size=size,
-                             workers=workers, notes=notes)
-    run_benchmark(manifest, config, out)
+    config = BenchmarkConfig(methods=specs, size=size, workers=workers, notes=notes)
+    run_benchmark(manifest, config, out, factory=make_any_method)
     typer.echo((out / "summary.md").read_text())
     typer.echo(f"results in {out}: pairs.csv, points.csv, summary.csv, summary.md, success_rate.png, overlays/")
+
+
+@app.command("demo")
+@user_errors
+def demo_command(
+    data: DataOption = None,
+    out: Annotated[Path, typer.Option("--out", help="Output folder; re-running into it reuses what is finished.")] = Path(
+        "demo-out"
+    ),
+    budget_minutes: Annotated[
+        float, typer.Option("--budget-minutes", help="Wall-clock training budget of the cascade, minutes.")
+    ] = 10.0,
+    size: Annotated[int, typer.Option("--size", help="Benchmark working size (longest side, px).")] = 512,
+    workers: Annotated[int, typer.Option("--workers", help="Benchmark worker processes.")] = 1,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="CPU threads for training (default: all cores).")
+    ] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show stage messages and progress bars.")] = True,
+) -> None:
+    """The main job in one command: data, cascade training, FIRE benchmark and a report.
+
+    Trains the cascade on the train pairs within the budget, benchmarks it (with and without
+    test-time refinement) against identity, elastix and SIFT on the validation pairs, and
+    writes OUT/report/report.md with tables, figures and the benchmark CSVs.
+    """
+    from pipelines.demo import DemoConfig, run_demo
+
+    config = DemoConfig(budget_minutes=budget_minutes, size=size, workers=workers, num_threads=threads)
+    report = run_demo(config, data, out, progress=progress)
+    summary = report.parent / "summary.md"
+    if summary.is_file():
+        typer.echo(summary.read_text())
+    typer.echo(f"report: {report}")
 
 
 @app.command("register")

@@ -1,0 +1,163 @@
+"""Method specs of ``firereg benchmark --methods``: classical baselines and trained models.
+
+A spec is one of
+
+- a baseline name (:data:`evaluation.baselines.METHODS`): ``identity``, ``elastix-rigid``,
+  ``elastix-affine``, ``elastix-bspline``, ``sift``;
+- ``TYPE:PATH``: the trained model of type ``TYPE`` (:data:`pipelines.networks.MODEL_TYPES`:
+  ``voxelmorph``, ``affine``, ``cascade``) in ``PATH``, a run folder (``best.pt``, else
+  ``last.pt``) or a ``.pt`` checkpoint;
+- ``TYPE+tto:PATH`` / ``TYPE+ttoN:PATH``: the same model with test-time refinement
+  (instance optimisation of the predicted field on each pair) for
+  :data:`DEFAULT_TTO_STEPS` / ``N`` steps;
+- ``LABEL=`` before any deep spec names it in the tables (needed to compare two runs of
+  the same type, e.g. ``short=cascade:runs/a,long=cascade:runs/b``).
+
+The label of a deep spec (``method`` in every table) is ``LABEL`` if given, else the text
+before the first ``:`` — ``cascade``, ``cascade+tto``, ``cascade+tto20`` — so variants of
+one model never share a row. ``PATH`` is everything after the first ``:`` (so it may hold
+colons itself).
+
+:func:`make_any_method` is a module-level function, so the benchmark can send it to its
+worker processes (``ProcessPoolExecutor`` pickles the factory with every task).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from evaluation.baselines import METHODS, make_method
+from evaluation.interface import RegistrationMethod
+from pipelines.networks import MODEL_TYPES
+
+__all__ = [
+    "DEFAULT_TTO_STEPS",
+    "MethodSpec",
+    "parse_method_spec",
+    "parse_method_list",
+    "make_any_method",
+    "valid_forms",
+]
+
+#: test-time refinement steps of ``TYPE+tto:PATH`` (Adam at RefineConfig's default rate)
+DEFAULT_TTO_STEPS = 50
+
+_LABEL_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
+_KIND_RE = re.compile(r"^(?P<type>[a-z]+)(?P<tto>\+tto(?P<steps>\d+)?)?$")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A parsed method spec.
+
+    Attributes:
+        text: the spec as given.
+        label: the method's name in tables.
+        model_type: ``None`` for a baseline, else one of :data:`pipelines.networks.MODEL_TYPES`.
+        path: run folder or checkpoint of a deep spec (``None`` for a baseline).
+        tto_steps: test-time refinement steps (0 = off).
+    """
+
+    text: str
+    label: str
+    model_type: str | None = None
+    path: Path | None = None
+    tto_steps: int = 0
+
+    @property
+    def deep(self) -> bool:
+        """Whether the spec names a trained network."""
+        return self.model_type is not None
+
+
+def valid_forms() -> str:
+    """One line listing the valid spec forms (for error messages)."""
+    return (
+        f"a baseline ({', '.join(sorted(METHODS))}), or TYPE:PATH, TYPE+tto:PATH, TYPE+ttoN:PATH "
+        f"with TYPE one of {', '.join(MODEL_TYPES)} and PATH a run folder or .pt checkpoint "
+        f"(optionally LABEL= in front to name it)"
+    )
+
+
+def parse_method_spec(spec: str) -> MethodSpec:
+    """Parse one spec (see the module docstring) without loading anything.
+
+    Raises:
+        ValueError: quoting the bad spec and listing the valid forms.
+    """
+    text = spec.strip() if isinstance(spec, str) else spec
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"empty method spec {spec!r}; valid forms: {valid_forms()}")
+    if ":" not in text:
+        if text not in METHODS:
+            raise ValueError(f"unknown method {text!r}; valid forms: {valid_forms()}")
+        return MethodSpec(text=text, label=text)
+    head, _, path = text.partition(":")
+    label = None
+    if "=" in head:
+        label, _, head = head.partition("=")
+        if not _LABEL_RE.match(label):
+            raise ValueError(
+                f"bad label {label!r} in method spec {text!r}: use letters, digits and _ . + -; "
+                f"valid forms: {valid_forms()}"
+            )
+    match = _KIND_RE.match(head)
+    if match is None or match["type"] not in MODEL_TYPES:
+        raise ValueError(f"unknown model type {head!r} in method spec {text!r}; valid forms: {valid_forms()}")
+    if not path:
+        raise ValueError(f"method spec {text!r} names no run folder or checkpoint after ':'; valid forms: {valid_forms()}")
+    steps = 0
+    if match["tto"]:
+        steps = int(match["steps"]) if match["steps"] is not None else DEFAULT_TTO_STEPS
+        if steps < 1:
+            raise ValueError(f"method spec {text!r} asks for {steps} refinement steps; need at least 1 (or drop +tto)")
+    return MethodSpec(text=text, label=label or head, model_type=match["type"], path=Path(path), tto_steps=steps)
+
+
+def parse_method_list(text: str | Sequence[str]) -> list[str]:
+    """Split a comma-separated ``--methods`` value, check every spec and that labels are unique.
+
+    Returns:
+        The specs, stripped, in order.
+
+    Raises:
+        ValueError: for an empty list, a bad spec, or two specs with one label.
+    """
+    items = text.split(",") if isinstance(text, str) else list(text)
+    specs = [s.strip() for s in items if s.strip()]
+    if not specs:
+        raise ValueError(f"no methods given; valid forms: {valid_forms()}")
+    seen: dict[str, str] = {}
+    for spec in specs:
+        label = parse_method_spec(spec).label
+        if label in seen:
+            raise ValueError(
+                f"methods {seen[label]!r} and {spec!r} would both be labelled {label!r}; "
+                f"name one with LABEL=, e.g. {label}-2={spec}"
+            )
+        seen[label] = spec
+    return specs
+
+
+def make_any_method(spec: str) -> RegistrationMethod:
+    """A registration method from a spec: a baseline or a trained model (see the module docstring).
+
+    Deep specs build :class:`pipelines.inference.DeepMethod` (it registers at the
+    checkpoint's working size and answers in the pixels of the arrays given).
+
+    Raises:
+        ValueError: for a bad spec, listing the valid forms.
+        FileNotFoundError: naming a missing run folder or checkpoint.
+        pipelines.inference.CheckpointError: naming a checkpoint that is unreadable or of
+            another model type than the spec says.
+    """
+    parsed = parse_method_spec(spec)
+    if not parsed.deep:
+        return make_method(parsed.label)
+    from pipelines.inference import DeepMethod, RefineConfig  # torch: only when a model is asked for
+
+    refine = RefineConfig(steps=parsed.tto_steps) if parsed.tto_steps > 0 else None
+    return DeepMethod(parsed.path, expected_type=parsed.model_type, refine=refine, name=parsed.label)
