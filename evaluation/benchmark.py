@@ -45,7 +45,7 @@ from evaluation.report import (
 from transforms.fire_generator import read_generator_metadata
 from transforms.fov import read_mask
 
-__all__ = ["BenchmarkConfig", "run_benchmark", "rescore_points", "load_pair", "PAIRS_COLUMNS", "POINTS_COLUMNS"]
+__all__ = ["BenchmarkConfig", "run_benchmark", "rescore_points", "load_pair", "record_name", "PAIRS_COLUMNS", "POINTS_COLUMNS"]
 
 PAIRS_COLUMNS = [
     "method", "pair", "category", "mean_error", "median_error", "max_error",
@@ -90,7 +90,8 @@ def load_pair(row: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.
     return images[0], images[1], masks[0], masks[1]
 
 
-def _record_name(text: str) -> str:
+def record_name(text: str) -> str:
+    """The file/folder name a method label or pair name gets under ``records/``."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
@@ -212,6 +213,7 @@ def run_benchmark(
     """
     if factory is None:
         from evaluation.baselines import make_method as factory
+    _METHOD_CACHE.clear()  # built anew per run: a checkpoint may have changed since the last one
     if len(manifest) == 0:
         raise ValueError("no pairs to benchmark")
     if not config.methods:
@@ -230,14 +232,14 @@ def run_benchmark(
     overlay_names = overlay_names[: config.overlay_pairs]
 
     def record_path(label: str, pair: str) -> Path:
-        return records_dir / _record_name(label) / f"{pair}.json"
+        return records_dir / record_name(label) / f"{pair}.json"
 
     tasks = []
     for spec, label in labels.items():
         for row in rows:
             if record_path(label, row["name"]).is_file():
                 continue
-            overlay = out / "overlays" / _record_name(label) if row["name"] in overlay_names else None
+            overlay = out / "overlays" / record_name(label) if row["name"] in overlay_names else None
             tasks.append((spec, label, row, config.size, factory, overlay))
 
     def store(record: dict) -> None:

@@ -39,7 +39,7 @@ from torch import nn
 
 from evaluation.report import atomic_to_csv, atomic_write_text, plot_success_rate, write_summary
 from pipelines.inference import CheckpointError, load_checkpoint, resolve_checkpoint
-from pipelines.networks import AffineNet, CascadeNet, VoxelMorphNet
+from pipelines.networks import CascadeNet, MatchingAffineNet, VoxelMorphNet
 from pipelines.training import TrainConfig, save_checkpoint, validate_network
 from transforms.fire_reader import read_fire
 from transforms.splits import DEFAULT_VAL_FRACTION, make_split, read_split, select_split
@@ -153,8 +153,8 @@ class VoxelMorphPairNet(StackedPairInput, VoxelMorphNet):
     """:class:`pipelines.networks.VoxelMorphNet` with :class:`StackedPairInput`."""
 
 
-class AffinePairNet(StackedPairInput, AffineNet):
-    """:class:`pipelines.networks.AffineNet` with :class:`StackedPairInput`."""
+class AffinePairNet(StackedPairInput, MatchingAffineNet):
+    """:class:`pipelines.networks.MatchingAffineNet` (the default affine estimator) with :class:`StackedPairInput`."""
 
 
 class CascadePairNet(StackedPairInput, CascadeNet):

@@ -188,7 +188,7 @@ def register(
         Path | None,
         typer.Option("--points", help="FIRE control points (x_fixed y_fixed x_moving y_moving) or fixed points (x y)."),
     ] = None,
-    refine_steps: Annotated[int, typer.Option("--refine-steps", help="Test-time refinement steps (0 = off).")] = 0,
+    refine_steps: Annotated[int, typer.Option("--refine-steps", help="Test-time refinement steps per pyramid level (0 = off; 50 is the benchmark's +tto).")] = 0,
     model_type: Annotated[
         str | None, typer.Option("--model-type", help="Refuse a checkpoint of another type (voxelmorph, affine, cascade).")
     ] = None,
@@ -268,6 +268,16 @@ def train_command(
         int | None, typer.Option("--integration-steps", help="VoxelMorph: scaling-and-squaring steps (0 = plain DDF).")
     ] = None,
     patches: Annotated[Path | None, typer.Option("--patches", help="Train the affine model on this folder of .npz patches.")] = None,
+    estimator: Annotated[
+        str | None, typer.Option(help="Affine stage: matching (feature matches + robust fit) or regression (heads) (default: matching).")
+    ] = None,
+    self_pairs: Annotated[
+        float | None, typer.Option("--self-pairs", help="Share of self-supervised pairs (an image vs a large random affine of it) (default: 0.5).")
+    ] = None,
+    repeats: Annotated[int | None, typer.Option(help="Times each training pair appears per epoch (default: 1).")] = None,
+    affine_warmup: Annotated[
+        float | None, typer.Option("--affine-warmup", help="Cascade: share of the budget (or epochs) training only the affine stage (default: 0).")
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from last.pt (its settings unless given).")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
     threads: Annotated[
@@ -284,6 +294,7 @@ def train_command(
         "lam": lam, "similarity": similarity, "smoothness": smoothness, "affine_supervision": affine_supervision,
         "augment": augment, "seed": seed, "checkpoint_every": checkpoint_every, "budget_minutes": budget_minutes,
         "integration_steps": integration_steps, "patches": str(patches) if patches is not None else None,
+        "estimator": estimator, "self_pairs": self_pairs, "repeats": repeats, "affine_warmup": affine_warmup,
     }
     given = {k: v for k, v in given.items() if v is not None}
     base = TrainConfig()

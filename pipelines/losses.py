@@ -26,6 +26,7 @@ __all__ = [
     "RegistrationLoss",
     "fit_affine",
     "affine_point_loss",
+    "match_cross_entropy",
 ]
 
 SIMILARITIES = ("lncc", "mse", "mi")
@@ -148,3 +149,37 @@ def affine_point_loss(predicted: torch.Tensor, target: torch.Tensor, points: tor
         return points @ a[:, :, :2].transpose(1, 2) + a[:, :, 2].unsqueeze(1)
 
     return torch.linalg.norm(apply(predicted) - apply(target), dim=-1).mean()
+
+
+def match_cross_entropy(
+    log_probs: torch.Tensor,
+    cells: torch.Tensor,
+    target: torch.Tensor,
+    fixed_valid: torch.Tensor,
+    moving_valid: torch.Tensor,
+    sigma: float,
+) -> torch.Tensor:
+    """Cross-entropy of feature matches against where a target affine puts each cell.
+
+    Args:
+        log_probs: (B, N, M) log-probabilities of each fixed cell's match among the moving
+            cells (:class:`pipelines.networks.AffineEstimate`).
+        cells: (N, 2) cell centres, pixels; the same grid in both images (N = M).
+        target: (B, 2, 3) ground-truth affine, fixed pixel → moving pixel.
+        fixed_valid, moving_valid: (B, N), (B, M) 1 inside the field of view.
+        sigma: width of the Gaussian target around the true position, pixels.
+
+    Returns:
+        The mean cross-entropy over fixed cells in the field of view whose true match lies
+        in the moving field of view (0 if there are none).
+    """
+    true = cells @ target[:, :, :2].transpose(1, 2) + target[:, :, 2].unsqueeze(1)  # (B, N, 2)
+    axes = [torch.unique(cells[:, i]) for i in range(2)]
+    # a separable Gaussian on the cell grid (rows: axis 0 slowest, as the cells are ordered)
+    gx = torch.exp(-0.5 * ((axes[0].view(1, 1, -1) - true[..., :1]) / sigma) ** 2)
+    gy = torch.exp(-0.5 * ((axes[1].view(1, 1, -1) - true[..., 1:]) / sigma) ** 2)
+    weights = (gx.unsqueeze(-1) * gy.unsqueeze(-2)).flatten(2) * moving_valid.unsqueeze(1)
+    counted = (weights.sum(-1) > 0.5) & (fixed_valid > 0.5)
+    weights = weights / weights.sum(-1, keepdim=True).clamp(min=1e-6)
+    entropy = -(weights * log_probs).sum(-1)
+    return (entropy * counted).sum() / counted.sum().clamp(min=1)

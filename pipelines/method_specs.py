@@ -8,8 +8,9 @@ A spec is one of
   ``voxelmorph``, ``affine``, ``cascade``) in ``PATH``, a run folder (``best.pt``, else
   ``last.pt``) or a ``.pt`` checkpoint;
 - ``TYPE+tto:PATH`` / ``TYPE+ttoN:PATH``: the same model with test-time refinement
-  (instance optimisation of the predicted field on each pair) for
-  :data:`DEFAULT_TTO_STEPS` / ``N`` steps;
+  (instance optimisation of the predicted field on each pair,
+  :func:`pipelines.inference.fundus_refinement`) for :data:`DEFAULT_TTO_STEPS` / ``N``
+  steps per pyramid level;
 - ``LABEL=`` before any deep spec names it in the tables (needed to compare two runs of
   the same type, e.g. ``short=cascade:runs/a,long=cascade:runs/b``).
 
@@ -42,7 +43,8 @@ __all__ = [
     "valid_forms",
 ]
 
-#: test-time refinement steps of ``TYPE+tto:PATH`` (Adam at RefineConfig's default rate)
+#: test-time refinement steps per pyramid level of ``TYPE+tto:PATH``
+#: (:func:`pipelines.inference.fundus_refinement`)
 DEFAULT_TTO_STEPS = 50
 
 _LABEL_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
@@ -157,7 +159,7 @@ def make_any_method(spec: str) -> RegistrationMethod:
     parsed = parse_method_spec(spec)
     if not parsed.deep:
         return make_method(parsed.label)
-    from pipelines.inference import DeepMethod, RefineConfig  # torch: only when a model is asked for
+    from pipelines.inference import DeepMethod, fundus_refinement  # torch: only when a model is asked for
 
-    refine = RefineConfig(steps=parsed.tto_steps) if parsed.tto_steps > 0 else None
+    refine = fundus_refinement(parsed.tto_steps) if parsed.tto_steps > 0 else None
     return DeepMethod(parsed.path, expected_type=parsed.model_type, refine=refine, name=parsed.label)

@@ -67,7 +67,7 @@ from PIL import Image
 from evaluation.interface import RegistrationResult
 from evaluation.report import atomic_to_csv, checkerboard, colour_overlay, save_png
 from pipelines.fields_io import FIELD_DESCRIPTION, is_nifti, read_nifti, save_field, save_nifti_image, save_world_field
-from pipelines.inference import DeepMethod, RefineConfig, load_model
+from pipelines.inference import DeepMethod, RefineConfig, fundus_refinement, load_model
 from pipelines.losses import LossConfig
 from transforms.fire_reader import FireFormatError, read_control_points
 
@@ -252,7 +252,8 @@ def register_pair(
         out_dir: output folder (created); files in it are replaced atomically.
         points_path: optional FIRE control-point file (``x_fixed y_fixed x_moving y_moving``)
             or a 2-column file of fixed points (``x y``), full-resolution pixels.
-        refine_steps: test-time refinement steps (0 = off).
+        refine_steps: test-time refinement steps per pyramid level (0 = off; 2D:
+            :func:`pipelines.inference.fundus_refinement`).
         expected_type: refuse a checkpoint of another model type (e.g. ``"affine"``).
 
     Returns:
@@ -285,7 +286,8 @@ def register_pair(
     if points_path is not None:
         h, w = fixed.shape[:2]
         points = read_points(points_path, ((w, h), (w, h)))
-    method = DeepMethod(checkpoint, expected_type=expected_type, refine=RefineConfig(steps=refine_steps))
+    method = DeepMethod(checkpoint, expected_type=expected_type,
+                        refine=fundus_refinement(refine_steps) if refine_steps > 0 else None)
 
     result = method.register(fixed, moving)
     map_x, map_y = result.sampling_grid()  # computed once: it is the costly part at full resolution

@@ -73,8 +73,16 @@ from evaluation.benchmark import load_pair
 from evaluation.fire_protocol import summarize
 from evaluation.landmarks import measure_pair
 from pipelines.inference import CheckpointError, DeepMethod, load_checkpoint
-from pipelines.losses import SIMILARITIES, SMOOTHNESS, LossConfig, RegistrationLoss, affine_point_loss, fit_affine
-from pipelines.networks import MODEL_TYPES, AffineNet, CascadeNet, affine_to_ddf, build_network
+from pipelines.losses import (
+    SIMILARITIES,
+    SMOOTHNESS,
+    LossConfig,
+    RegistrationLoss,
+    affine_point_loss,
+    fit_affine,
+    match_cross_entropy,
+)
+from pipelines.networks import AFFINE_ESTIMATORS, MODEL_TYPES, CascadeNet, MatchingAffineNet, affine_to_ddf, build_network
 from transforms.datasets import CACHE_MODES, fire_dataset
 from transforms.fire_reader import read_fire
 from transforms.pair_transforms import (
@@ -117,6 +125,8 @@ LOG_COLUMNS = (
 )
 #: columns of ``train_steps.csv`` (``seconds``: wall time of the step)
 STEP_COLUMNS = ("global_step", "epoch", "step_in_epoch", "loss", "similarity", "smoothness", "affine_loss", "seconds")
+#: weight of the point terms (pixels / working size) of a matching affine stage against its match cross-entropy
+AFFINE_POINT_WEIGHT = 10.0
 _PARTS = ("loss", "similarity", "smoothness", "affine_loss")
 #: how long ranks wait for each other (rank 0 validates while the others wait), minutes
 DISTRIBUTED_TIMEOUT_MINUTES = 60
@@ -152,6 +162,19 @@ class TrainConfig:
         integration_steps: VoxelMorph only: > 0 makes it diffeomorphic (scaling and squaring).
         patches: folder of ``.npz`` patches (:class:`pipelines.patches.PatchDataset`) to train
             the affine model on instead of the FIRE training pairs (validation stays on FIRE).
+        estimator: affine stage of ``affine``/``cascade``: ``matching`` (feature matches +
+            robust fit, :class:`pipelines.networks.MatchingAffineNet`) or ``regression``
+            (heads on a correlation volume, :class:`pipelines.networks.AffineNet`).
+        self_pairs: with ``augment``, the probability that a training item of the affine or
+            cascade model is a self-supervised pair (one image of a pair against a large
+            random affine of itself, :class:`transforms.pair_transforms.RandSelfPaird`).
+        repeats: each training pair appears this many times per epoch (each time augmented
+            anew), so an epoch — and its validation — is not just a handful of steps.
+        affine_warmup: cascade only: the share of the training during which only the affine
+            stage trains (VoxelMorph is skipped, so steps are about 3x cheaper); of
+            ``budget_minutes`` (measured on the run's total wall time) when a budget is
+            set, else of ``epochs``. VoxelMorph learns little on pairs the affine stage
+            does not yet align.
     """
 
     model: str = "cascade"
@@ -173,6 +196,10 @@ class TrainConfig:
     cache: str = "memory"
     integration_steps: int = 0
     patches: str | None = None
+    estimator: str = "matching"
+    self_pairs: float = 0.5
+    repeats: int = 1
+    affine_warmup: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.patches, os.PathLike):
@@ -236,6 +263,14 @@ class TrainConfig:
             raise bad("integration_steps", "need an integer >= 0")
         if self.integration_steps > 0 and self.model != "voxelmorph":
             raise bad("integration_steps", f"only the voxelmorph model integrates a velocity field, not {self.model!r}")
+        if self.estimator not in AFFINE_ESTIMATORS:
+            raise bad("estimator", f"choose one of {list(AFFINE_ESTIMATORS)}")
+        if not is_num(self.self_pairs) or not 0 <= self.self_pairs <= 1:
+            raise bad("self_pairs", "need a probability in [0, 1]")
+        if not is_int(self.repeats) or self.repeats < 1:
+            raise bad("repeats", "need an integer >= 1")
+        if not is_num(self.affine_warmup) or not 0 <= self.affine_warmup < 1:
+            raise bad("affine_warmup", "need a share in [0, 1)")
         if self.patches is not None:
             if not isinstance(self.patches, str) or not self.patches:
                 raise bad("patches", "need a folder path or None")
@@ -244,15 +279,17 @@ class TrainConfig:
 
     def net_kwargs(self) -> dict:
         """Keyword arguments of :func:`pipelines.networks.build_network` (stored in checkpoints)."""
-        if self.model == "voxelmorph" and self.integration_steps > 0:
-            return {"integration_steps": int(self.integration_steps)}
-        return {}
+        if self.model == "voxelmorph":
+            return {"integration_steps": int(self.integration_steps)} if self.integration_steps > 0 else {}
+        return {"estimator": self.estimator}
 
     def loss_config(self) -> LossConfig:
         return LossConfig(similarity=self.similarity, smoothness=self.smoothness, lam=self.lam, kernel_size=self.kernel_size)
 
     def transform_config(self) -> PairTransformConfig:
-        return PairTransformConfig(size=self.size, channel=self.channel, augment=bool(self.augment))
+        self_pairs = float(self.self_pairs) if self.model != "voxelmorph" else 0.0  # VoxelMorph cannot follow large affines
+        return PairTransformConfig(size=self.size, channel=self.channel, augment=bool(self.augment),
+                                   self_pair_prob=self_pairs, intensity=bool(self.augment))
 
 
 # ----------------------------------------------------------------------------- data
@@ -266,22 +303,24 @@ class SeededItems(torch.utils.data.Dataset):
     """Wrap a MONAI dataset so the augmentation of item ``i`` in epoch ``e`` is seeded from
     ``(seed, e, i)`` — independent of which items were loaded before (exact resume).
 
-    Set :attr:`epoch` before each epoch.
+    With ``repeats`` > 1 the epoch holds every item that many times (item ``i`` is
+    ``dataset[i % len(dataset)]``, each with its own seed). Set :attr:`epoch` before each epoch.
     """
 
-    def __init__(self, dataset: torch.utils.data.Dataset, seed: int) -> None:
+    def __init__(self, dataset: torch.utils.data.Dataset, seed: int, repeats: int = 1) -> None:
         self.dataset = dataset
         self.seed = int(seed)
+        self.repeats = int(repeats)
         self.epoch = 0
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.dataset) * self.repeats
 
     def __getitem__(self, index: int):
         transform = getattr(self.dataset, "transform", None)
         if transform is not None and hasattr(transform, "set_random_state"):
             transform.set_random_state(seed=_item_seed(self.seed, self.epoch, index))
-        return self.dataset[index]
+        return self.dataset[index % len(self.dataset)]
 
 
 class EpochOrder(Sampler[int]):
@@ -416,12 +455,17 @@ class Trainer:
         #: what a step calls: the network and loss, wrapped by :meth:`distribute`
         self.model: nn.Module = _NetworkLoss(self.net, self._loss)
         self.world_size = 1
+        #: cascade: train only the affine stage (set by the training loop during the warm-up)
+        self.affine_only = False
 
     def distribute(self) -> None:
         """Wrap the network and loss in ``DistributedDataParallel`` (an initialised process
         group is needed): gradients are averaged over ranks, rank 0's weights are broadcast."""
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        self.model = DistributedDataParallel(_NetworkLoss(self.net, self._loss), device_ids=device_ids)
+        # the affine warm-up leaves VoxelMorph without gradients for a while
+        unused = self.config.model == "cascade" and self.config.affine_warmup > 0
+        self.model = DistributedDataParallel(_NetworkLoss(self.net, self._loss), device_ids=device_ids,
+                                             find_unused_parameters=unused)
         self.world_size = dist.get_world_size()
 
     def to_device(self, batch: Mapping) -> dict:
@@ -437,21 +481,37 @@ class Trainer:
     def _affine_stage_loss(
         self,
         net: nn.Module,
-        matrix: torch.Tensor,
+        affine_net: nn.Module,
         moving: torch.Tensor,
         fixed: torch.Tensor,
         mask: torch.Tensor | None,
         batch: Mapping,
-    ) -> tuple[torch.Tensor, float]:
-        """Loss of an affine (B, 2, 3): (O(1) loss, logged value: pixels for points)."""
+    ) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """The affine stage's matrix (B, 2, 3), its O(1) loss, and the logged value (pixels for points).
+
+        With point supervision a :class:`MatchingAffineNet` is trained on its final and
+        coarse affines plus the cross-entropy of its matches (weight 1; the point terms are
+        scaled by ``AFFINE_POINT_WEIGHT`` / size so both matter from the first step).
+        """
+        if isinstance(affine_net, MatchingAffineNet):
+            estimate = affine_net.estimate(moving, fixed)
+            matrix = estimate.matrix
+        else:
+            estimate, matrix = None, affine_net.predict_affine(moving, fixed)
         if self.config.affine_supervision == "points":
             size = fixed.shape[2]
             target = self._affine_target(batch)
-            pixels = affine_point_loss(matrix, target, grid_points(size, matrix.shape[0]).to(matrix.device))
-            return pixels / size, float(pixels.detach())
+            grid = grid_points(size, matrix.shape[0]).to(matrix.device)
+            pixels = affine_point_loss(matrix, target, grid)
+            if estimate is None:
+                return matrix, pixels / size, float(pixels.detach())
+            coarse = affine_point_loss(estimate.coarse, target, grid)
+            entropy = match_cross_entropy(estimate.log_probs, estimate.cells, target, estimate.fixed_valid,
+                                          estimate.moving_valid, sigma=float(affine_net.stride))
+            return matrix, entropy + AFFINE_POINT_WEIGHT * (pixels + coarse) / size, float(pixels.detach())
         aligned = net.warp(moving, affine_to_ddf(matrix, fixed.shape[2:]))
         sim = self.registration_loss.similarity(aligned, fixed, mask)
-        return sim, float(sim.detach())
+        return matrix, sim, float(sim.detach())
 
     def compute_loss(self, batch: Mapping) -> tuple[torch.Tensor, dict[str, float]]:
         """The training loss of a collated batch, and its parts (floats; NaN = not used)."""
@@ -469,23 +529,24 @@ class Trainer:
             total, reg = self.registration_loss(warped, fixed, ddf, mask)
             parts.update(reg)
         elif model == "affine":
-            matrix = net.predict_affine(moving, fixed)
-            total, logged = self._affine_stage_loss(net, matrix, moving, fixed, mask, batch)
+            _, total, logged = self._affine_stage_loss(net, net, moving, fixed, mask, batch)
             if self.config.affine_supervision == "similarity":
                 parts["similarity"] = logged
             else:
                 parts["affine_loss"] = logged
         else:  # cascade: CascadeNet.forward, keeping the affine and the deformable DDF
             cascade: CascadeNet = net  # type: ignore[assignment]
-            matrix = cascade.affine.predict_affine(moving, fixed)
-            aligned = cascade.warp(moving, affine_to_ddf(matrix, moving.shape[2:]))
-            u = cascade.deformable.predict_ddf(aligned, fixed)
-            warped = cascade.warp(moving, cascade.compose(matrix, u))
-            reg_total, reg = self.registration_loss(warped, fixed, u, mask)
-            affine_total, logged = self._affine_stage_loss(cascade, matrix, moving, fixed, mask, batch)
-            total = reg_total + affine_total
-            parts.update(reg)
+            matrix, affine_total, logged = self._affine_stage_loss(cascade, cascade.affine, moving, fixed, mask, batch)
             parts["affine_loss"] = logged
+            if self.affine_only:
+                total = affine_total
+            else:
+                aligned = cascade.warp(moving, affine_to_ddf(matrix, moving.shape[2:]))
+                u = cascade.deformable.predict_ddf(aligned, fixed)
+                warped = cascade.warp(moving, cascade.compose(matrix, u))
+                reg_total, reg = self.registration_loss(warped, fixed, u, mask)
+                total = reg_total + affine_total
+                parts.update(reg)
         parts["loss"] = float(total.detach())
         return total, parts
 
@@ -871,7 +932,7 @@ def _train(
         raise ValueError(f"the split {split_path} leaves no validation pairs")
 
     trainer = Trainer(config, device)
-    dataset = SeededItems(_training_data(config, train_manifest, out, progress), config.seed)
+    dataset = SeededItems(_training_data(config, train_manifest, out, progress), config.seed, config.repeats)
     n_items = len(dataset)
     steps_per_epoch = math.ceil(EpochOrder(n_items, config.seed, 0, world_size=ranks.world_size).shard_size()
                                 / config.batch_size)
@@ -921,6 +982,13 @@ def _train(
 
     def elapsed() -> float:
         return elapsed_before + time.monotonic() - start
+
+    def warming_up() -> bool:
+        if config.model != "cascade" or config.affine_warmup <= 0:
+            return False
+        if config.budget_minutes is not None:
+            return elapsed() < 60.0 * config.budget_minutes * config.affine_warmup
+        return epoch < config.epochs * config.affine_warmup
 
     def over_budget() -> bool:
         if config.budget_minutes is None:
@@ -984,6 +1052,7 @@ def _train(
             budget_hit = False
             for batch in loader:
                 t0 = time.perf_counter()
+                trainer.affine_only = ranks.any(warming_up(), device)
                 parts = trainer.step(batch)
                 seconds = time.perf_counter() - t0
                 step_in_epoch += 1

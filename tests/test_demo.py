@@ -171,10 +171,10 @@ def test_markdown_table_and_reading():
     assert "Best method by mAUC: **cascade** (mAUC 0.700)" in text
     assert "**cascade** beats elastix-bspline overall (mAUC 0.700 vs 0.600) and beats it on the P pairs" in text
     assert "**cascade+tto** beats elastix-bspline overall (mAUC 0.675 vs 0.600)" in text
-    assert "Test-time refinement (50 steps) lowers the cascade's mAUC from 0.700 to 0.675" in text
+    assert "Test-time refinement (50 steps per pyramid level) lowers the cascade's mAUC from 0.700 to 0.675" in text
     assert "from 2.500 px to 2.250 px" in text and "elastix-bspline 1" in text
     summary.loc[3, "mAUC"] = 0.7001
-    assert "Test-time refinement (50 steps) leaves the cascade's mAUC at 0.700 and" in "\n".join(
+    assert "Test-time refinement (50 steps per pyramid level) leaves the cascade's mAUC at 0.700 and" in "\n".join(
         reading(summary, "cascade", "cascade+tto"))
 
 
@@ -262,7 +262,7 @@ def test_demo_end_to_end_and_rerun_reuses_everything(tmp_path):
     data = make_fire_dataset(tmp_path / "fire", GeneratorConfig(size=128, pairs={"S": 3, "P": 3, "A": 3}, seed=0,
                                                                  n_points=5), progress=False)
     out = tmp_path / "demo"
-    train = dataclasses.replace(demo_train_config(0.1), size=32, kernel_size=5)
+    train = dataclasses.replace(demo_train_config(0.1), size=64, kernel_size=5)
     config = DemoConfig(budget_minutes=0.1, size=128, train=train, num_threads=1, gallery_side=128)
     report = run_demo(config, data, out, progress=False)
 
@@ -290,7 +290,7 @@ def test_demo_end_to_end_and_rerun_reuses_everything(tmp_path):
     validation = pd.read_csv(folder / "split.csv").query("split == 'validation'")
     assert sorted(validation["category"]) == ["A", "P", "S"] and (summary["n_pairs"] == 3).all()
     for needle in ("skimage.data.retina()", "P37", "S 1, P 1, A 1", "Best method by mAUC", "elastix-bspline overall",
-                   "Test-time refinement", "Training: ", "32 x 32 px", "128 px"):
+                   "Test-time refinement", "Training: ", "64 x 64 px", "128 px"):
         assert needle in text, needle
 
     # a second run (through the CLI) reuses the data, split, training and every benchmarked pair

@@ -42,7 +42,7 @@ def one_thread():
 def cascade_run(fire_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run folder holding a tiny trained cascade (best.pt, last.pt)."""
     out = tmp_path_factory.mktemp("cascade") / "run"
-    config = TrainConfig(model="cascade", size=32, kernel_size=5, epochs=1, augment=False)
+    config = TrainConfig(model="cascade", size=64, kernel_size=5, epochs=1, augment=False)
     train(config, fire_data, out, progress=False, num_threads=1)
     return out
 

@@ -357,3 +357,34 @@ def test_manifest_to_dicts_missing_image_is_named(fire_data, tmp_path):
     gone.unlink()
     with pytest.raises(FileNotFoundError, match=re.escape(str(gone))):
         manifest_to_dicts(manifest)
+
+
+def test_self_pairs_carry_exact_points_through_a_large_affine(dot_pair):
+    plain = _no_augment(dot_pair)
+    sources, shifts = [], []
+    for seed in SEEDS:
+        out = _run(dot_pair, seed, affine_prob=0.0, flip_prob=0.0, self_pair_prob=1.0,
+                   self_pair_translate_fraction=0.2, self_pair_rotate_deg=30.0)
+        assert out["synthetic"] is True
+        p_fixed, p_moving = _point(out, "fixed_points"), _point(out, "moving_points")
+        # both images are one source image: its dot sits at each image's point
+        assert np.abs(_centroid(out["fixed"]) - p_fixed).max() < 1.0, seed
+        assert np.abs(_centroid(out["moving"]) - p_moving).max() < 1.0, seed
+        source = "fixed" if np.allclose(p_fixed, _point(plain, "fixed_points"), atol=1e-6) else "moving"
+        np.testing.assert_allclose(p_fixed, _point(plain, f"{source}_points"), atol=1e-6)
+        sources.append(source)
+        shifts.append(np.linalg.norm(p_moving - p_fixed))
+        assert set(torch.unique(out["moving_mask"]).tolist()) <= {0.0, 1.0}
+    assert set(sources) == {"fixed", "moving"}  # both images serve as the source
+    assert max(shifts) > 10.0  # px at 128: the large affine really moved it
+    off = _run(dot_pair, SEEDS[0], affine_prob=0.0, flip_prob=0.0, self_pair_prob=0.0)
+    assert "synthetic" not in off  # no self-pair step in the pipeline at all
+
+
+def test_intensity_augmentation_changes_the_two_images_independently(dot_pair):
+    plain = _no_augment(dot_pair)
+    out = _run(dot_pair, 3, affine_prob=0.0, flip_prob=0.0, intensity=True)
+    changed_f = not torch.allclose(out["fixed"], plain["fixed"])
+    changed_m = not torch.allclose(out["moving"], plain["moving"])
+    assert changed_f or changed_m
+    np.testing.assert_allclose(_point(out, "moving_points"), _point(plain, "moving_points"), atol=1e-6)

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from evaluation.interface import DisplacementFieldResult
 from pipelines.cli import app
 from pipelines.fields_io import FIELD_DESCRIPTION, FieldFormatError, load_field, save_field
-from pipelines.inference import CheckpointError, DeepMethod, RefineConfig
+from pipelines.inference import CheckpointError, DeepMethod, fundus_refinement
 from pipelines.networks import build_network
 from pipelines.register import field_from_result, read_image, register_pair
 
@@ -41,12 +41,14 @@ def _shifted(image: np.ndarray, shift: tuple[float, float]) -> np.ndarray:
 def _checkpoint(path: Path, model_type: str = "affine", size: int = WORK, shift_px: tuple[float, float] = (0.0, 0.0)) -> Path:
     """A firereg checkpoint; an affine one predicts ``shift_px`` (working-size px) for any input."""
     torch.manual_seed(0)
-    net = build_network(model_type)
+    # the regression estimator's translation head makes a network of known output
+    net_kwargs = {"estimator": "regression"} if model_type == "affine" else {}
+    net = build_network(model_type, **net_kwargs)
     if model_type == "affine":
         with torch.no_grad():  # zero weights: the translation head outputs its bias (share of the size)
             net.translation.bias.copy_(torch.tensor(shift_px) / size)
     torch.save(
-        {"model_type": model_type, "net_kwargs": {}, "state_dict": net.state_dict(), "size": size, "channel": "green", "epoch": 0},
+        {"model_type": model_type, "net_kwargs": net_kwargs, "state_dict": net.state_dict(), "size": size, "channel": "green", "epoch": 0},
         path,
     )
     return path
@@ -189,7 +191,7 @@ def test_register_non_divisible_size_with_voxelmorph(tmp_path):
     with Image.open(written["warped"]) as im:
         assert im.size == (203, 203)
 
-    method = DeepMethod(ckpt, expected_type="voxelmorph", refine=RefineConfig(steps=2))
+    method = DeepMethod(ckpt, expected_type="voxelmorph", refine=fundus_refinement(2))  # what register_pair uses
     result = method.register(np.asarray(Image.open(tmp_path / "f.jpg")),
                              np.asarray(Image.open(tmp_path / "m.jpeg")))
     np.testing.assert_allclose(field, field_from_result(result), atol=1e-4)  # refinement is deterministic on CPU

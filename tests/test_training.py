@@ -108,7 +108,7 @@ def test_collate_pads_points_with_nan_and_cascade_loss_is_finite():
     assert torch.isnan(batch["fixed_points"][1, 4:]).all() and not torch.isnan(batch["fixed_points"][0]).any()
     target = fit_affine(batch["fixed_points"], batch["moving_points"])
     assert torch.allclose(target[:, :, 2], torch.tensor([[3.0, -2.0], [3.0, -2.0]]), atol=1e-4)
-    trainer = Trainer(TrainConfig(model="cascade", size=128, batch_size=2))
+    trainer = Trainer(TrainConfig(model="cascade", size=128, batch_size=2, estimator="regression"))  # starts at identity
     total, parts = trainer.compute_loss(batch)
     assert torch.isfinite(total)
     assert parts["affine_loss"] == pytest.approx(math.hypot(3.0, 2.0), rel=1e-3)  # identity vs the shift, px
@@ -159,11 +159,11 @@ def _shifted_pair(root: Path, shift=(12, -8), full=256) -> Path:
     (root / "Images").mkdir(parents=True)
     (root / "Ground Truth").mkdir()
     rng = np.random.default_rng(0)
-    noise = rng.standard_normal((full + 64, full + 64))
+    p = 64  # margin, px: shifts up to 64 px stay inside the texture
+    noise = rng.standard_normal((full + 2 * p, full + 2 * p))
     tex = ndimage.gaussian_filter(noise, 16) + 0.5 * ndimage.gaussian_filter(noise, 8)
     tex = (tex - tex.min()) / (tex.max() - tex.min()) * 255
     dx, dy = shift
-    p = 32
     fixed = tex[p : p + full, p : p + full]
     moving = tex[p - dy : p - dy + full, p - dx : p - dx + full]  # moving(q) = fixed(q - shift)
     for name, img in (("S01_1.png", fixed), ("S01_2.png", moving)):
@@ -194,10 +194,18 @@ def _train_on_pair(root: Path, config: TrainConfig, steps: int) -> tuple[float, 
 
 def test_affine_similarity_training_recovers_a_shift(tmp_path):
     root = _shifted_pair(tmp_path / "fire")  # 12, -8 px at 256 = 6, -4 px at the 128 px working size
-    config = TrainConfig(model="affine", size=128, augment=False, lr=1e-4, affine_supervision="similarity")
+    config = TrainConfig(model="affine", size=128, augment=False, lr=1e-4, affine_supervision="similarity",
+                         estimator="regression")
     before, after = _train_on_pair(root, config, steps=40)
     assert before == pytest.approx(math.hypot(12, 8), abs=0.1)
     assert after < 0.25 * before, (before, after)
+
+
+def test_matching_affine_training_recovers_a_large_shift(tmp_path):
+    root = _shifted_pair(tmp_path / "fire", shift=(40, -24))  # 20, -12 px at the 128 px working size
+    config = TrainConfig(model="affine", size=128, augment=False, lr=1e-3)  # matching estimator, points
+    before, after = _train_on_pair(root, config, steps=30)
+    assert after < 3.0, (before, after)  # full-resolution px, of a 46.6 px shift
 
 
 def test_voxelmorph_training_recovers_a_shift(tmp_path):

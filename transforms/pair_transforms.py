@@ -33,7 +33,11 @@ from monai.transforms import (
     EnsureTyped,
     LoadImaged,
     MapTransform,
+    RandAdjustContrastd,
     RandAffined,
+    RandGaussianNoised,
+    RandomizableTransform,
+    RandScaleIntensityd,
     RandFlipd,
     Resized,
     ScaleIntensityd,
@@ -56,6 +60,7 @@ __all__ = [
     "SelectChanneld",
     "FieldOfViewMaskd",
     "AsPointsd",
+    "RandSelfPaird",
     "PairTransformConfig",
     "pair_transforms",
     "manifest_to_dicts",
@@ -169,6 +174,58 @@ class AsPointsd(MapTransform):
         return d
 
 
+class RandSelfPaird(RandomizableTransform, MapTransform):
+    """Self-supervised pair: replace a pair by one of its images and a large random affine of it.
+
+    With probability ``prob`` the fixed or the moving image (chosen at random), with its
+    mask and control points, becomes the new fixed image, and a copy of it warped by a
+    random rotation, shift and scale (MONAI ``RandAffined``) the new moving image. The
+    control points are copied too and follow the warp like every other spatial step (this
+    transform runs while points are in world coordinates), so the pair's ground truth is
+    exact. Large shifts give little overlap, as in FIRE's P pairs, which is what a network
+    cannot learn from a handful of real pairs. Sets ``synthetic`` (bool) in the dictionary.
+
+    Args:
+        prob: probability of replacing the pair.
+        size: working size in pixels (shifts are a share of it).
+        rotate_deg: maximum rotation, degrees.
+        translate_fraction: maximum shift along each axis, share of ``size``.
+        scale: maximum relative scale change.
+    """
+
+    def __init__(self, prob: float, size: int, rotate_deg: float, translate_fraction: float, scale: float) -> None:
+        RandomizableTransform.__init__(self, prob)
+        MapTransform.__init__(self, keys=IMAGES)
+        shift = translate_fraction * size
+        self.affine = RandAffined(
+            keys=(MOVING, MOVING_MASK),
+            prob=1.0,
+            rotate_range=np.deg2rad(rotate_deg),
+            translate_range=(shift, shift),
+            scale_range=(scale, scale),
+            mode=("bilinear", "nearest"),
+            padding_mode="zeros",
+        )
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> "RandSelfPaird":
+        super().set_random_state(seed, state)
+        self.affine.set_random_state(seed, state)
+        return self
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        self.randomize(None)
+        d["synthetic"] = bool(self._do_transform)
+        if not self._do_transform:
+            return d
+        source = 0 if self.R.rand() < 0.5 else 1
+        for slot in range(2):  # both slots get copies of the source image, mask and points
+            for keys in (IMAGES, MASKS, POINTS):
+                value = data[keys[source]]
+                d[keys[slot]] = value.clone() if isinstance(value, torch.Tensor) else np.array(value, copy=True)
+        return self.affine(d)
+
+
 @dataclass
 class PairTransformConfig:
     """Settings of the pair pipeline.
@@ -182,6 +239,11 @@ class PairTransformConfig:
         scale: maximum relative scale change of the moving image.
         flip_prob: probability of flipping both images of the pair left-right.
         affine_prob: probability of the random affine of the moving image.
+        self_pair_prob: probability that a pair is replaced by a self-supervised pair
+            (:class:`RandSelfPaird`: one of its images against a large random affine of it).
+        self_pair_rotate_deg, self_pair_translate_fraction, self_pair_scale: the ranges of
+            that affine (degrees, share of ``size``, relative scale).
+        intensity: add independent random gamma, gain and noise to each image.
     """
 
     size: int = 512
@@ -192,6 +254,11 @@ class PairTransformConfig:
     scale: float = 0.05
     flip_prob: float = 0.5
     affine_prob: float = 0.8
+    self_pair_prob: float = 0.0
+    self_pair_rotate_deg: float = 20.0
+    self_pair_translate_fraction: float = 0.35
+    self_pair_scale: float = 0.1
+    intensity: bool = False
 
 
 def pair_transforms(config: PairTransformConfig | None = None) -> Compose:
@@ -219,6 +286,11 @@ def pair_transforms(config: PairTransformConfig | None = None) -> Compose:
     ]
     if config.augment:
         shift = config.translate_fraction * config.size
+        if config.self_pair_prob > 0:
+            steps.append(
+                RandSelfPaird(config.self_pair_prob, config.size, config.self_pair_rotate_deg,
+                              config.self_pair_translate_fraction, config.self_pair_scale)
+            )
         steps += [
             RandAffined(
                 keys=(MOVING, MOVING_MASK),
@@ -231,6 +303,13 @@ def pair_transforms(config: PairTransformConfig | None = None) -> Compose:
             ),
             RandFlipd(keys=IMAGES + MASKS, prob=config.flip_prob, spatial_axis=0),
         ]
+        if config.intensity:  # each image its own draw, so the two differ as two photographs do
+            for key in IMAGES:
+                steps += [
+                    RandAdjustContrastd(keys=key, prob=0.8, gamma=(0.7, 1.4)),
+                    RandScaleIntensityd(keys=key, prob=0.8, factors=0.2),
+                    RandGaussianNoised(keys=key, prob=0.5, std=0.02),
+                ]
     steps += [
         # world coordinates → pixels of the final (working-size, augmented) grid
         ApplyTransformToPointsd(keys=FIXED_POINTS, refer_keys=FIXED, invert_affine=True),
