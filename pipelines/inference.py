@@ -109,14 +109,18 @@ def prepare_image(image: np.ndarray, size: int, channel: str = "green") -> torch
     chw = torch.as_tensor(np.ascontiguousarray(np.transpose(arr, (2, 1, 0))), dtype=torch.float32)  # (C, W, H)
     one = SelectChannel(channel)(chw) if chw.shape[0] in (3, 4) else chw[:1]
     resized = Resize((size, size), mode="area")(one)
-    return torch.as_tensor(ScaleIntensity(minv=0.0, maxv=1.0)(resized)).unsqueeze(0).float()
+    scaled = ScaleIntensity(minv=0.0, maxv=1.0)(resized)
+    plain = scaled.as_tensor() if hasattr(scaled, "as_tensor") else torch.as_tensor(scaled)  # no MetaTensor overhead per op
+    return plain.unsqueeze(0).float()
 
 
 def prepare_mask(mask: np.ndarray | None, image: np.ndarray, size: int) -> torch.Tensor:
     """(H, W) bool FOV mask (estimated from ``image`` if None) → (1, 1, size, size) float 0/1."""
     m = estimate_fov_mask(image) if mask is None else np.asarray(mask, dtype=bool)
     t = torch.as_tensor(np.ascontiguousarray(m.T[None]), dtype=torch.float32)
-    return torch.as_tensor(Resize((size, size), mode="nearest")(t)).unsqueeze(0).float()
+    resized = Resize((size, size), mode="nearest")(t)
+    plain = resized.as_tensor() if hasattr(resized, "as_tensor") else torch.as_tensor(resized)
+    return plain.unsqueeze(0).float()
 
 
 def ddf_to_field_yx(ddf: torch.Tensor) -> np.ndarray:

@@ -255,14 +255,15 @@ class AffineEstimate(NamedTuple):
     Attributes:
         matrix: (B, 2, 3) the final affine (fixed pixel → moving pixel).
         coarse: (B, 2, 3) the affine of the global matching pass.
-        log_probs: (B, N, M) log-probabilities of each fixed cell's match among the moving cells.
+        log_probs: (B, N, M) log-probabilities of each fixed cell's match among the moving
+            cells (None when gradients are off: only the training loss needs them).
         cells: (N, 2) pixel coordinates of the cell centres (the same grid in both images).
         fixed_valid, moving_valid: (B, N), (B, M) 1 for cells inside the field of view.
     """
 
     matrix: torch.Tensor
     coarse: torch.Tensor
-    log_probs: torch.Tensor
+    log_probs: torch.Tensor | None
     cells: torch.Tensor
     fixed_valid: torch.Tensor
     moving_valid: torch.Tensor
@@ -381,11 +382,17 @@ class MatchingAffineNet(nn.Module):
         fixed_valid, moving_valid = self.field_of_view(fixed), self.field_of_view(moving)
         descriptors = F.normalize(self.encoder(torch.cat([fixed, moving], dim=0)), dim=1).flatten(2)
         descriptors_f, descriptors_m = descriptors.split(fixed.shape[0], dim=0)
-        logits = torch.einsum("bcn,bcm->bnm", descriptors_f, descriptors_m) / self.log_temperature.exp().clamp(min=0.01)
-        logits = logits.masked_fill(moving_valid.unsqueeze(1) < 0.5, -1e4)
-        log_probs = logits.log_softmax(-1)
-        probs = log_probs.exp()
-        mutual = probs * logits.masked_fill(fixed_valid.unsqueeze(2) < 0.5, -1e4).softmax(1)  # dual softmax
+        # logits[i, j] = <f_i, m_j> / T + a_i + b_j, with a_i = -1e4 outside the fixed and b_j
+        # = -1e4 outside the moving field of view, in one product (two extra channels): the
+        # row softmax ignores a_i and drops invalid moving cells, the column softmax the reverse
+        temperature = self.log_temperature.exp().clamp(min=0.01)
+        ones = torch.ones_like(fixed_valid).unsqueeze(1)
+        extended_f = torch.cat([descriptors_f / temperature, ones, -1e4 * (1 - fixed_valid).unsqueeze(1)], dim=1)
+        extended_m = torch.cat([descriptors_m, -1e4 * (1 - moving_valid).unsqueeze(1), ones], dim=1)
+        logits = torch.einsum("bcn,bcm->bnm", extended_f, extended_m)
+        probs = logits.softmax(-1)
+        log_probs = logits.log_softmax(-1) if torch.is_grad_enabled() else None  # for the training loss only
+        mutual = probs * logits.softmax(1)  # dual softmax
         mass = mutual.sum(-1)
         coarse_targets = (mutual @ cells) / mass.clamp(min=1e-6).unsqueeze(-1)
         confidence = fixed_valid * mass
@@ -403,7 +410,7 @@ class MatchingAffineNet(nn.Module):
             inside = ((ix >= 0) & (ix < shape[0]) & (iy >= 0) & (iy < shape[1])).flatten(2)  # (B, N, K)
             index = (ix.clamp(0, shape[0] - 1) * shape[1] + iy.clamp(0, shape[1] - 1)).flatten(2)
             usable = inside & (torch.gather(moving_valid, 1, index.flatten(1)).view_as(index) > 0.5)
-            local_logits = torch.gather(log_probs, 2, index).masked_fill(~usable, -1e4)
+            local_logits = torch.gather(logits, 2, index).masked_fill(~usable, -1e4)  # a row's constant cancels
             local = local_logits.softmax(-1)  # (B, N, K)
             fine_targets = (local.unsqueeze(-1) * cells[index]).sum(2)
             fine_weights = confidence * (torch.gather(probs, 2, index) * usable).sum(-1)

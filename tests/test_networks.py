@@ -52,9 +52,10 @@ def test_matching_affine_shapes_padding_and_field_of_view():
     torch.manual_seed(0)
     net = MatchingAffineNet().eval()
     image = torch.rand(2, 1, 100, 90)  # not a multiple of the stride (8): padded inside
+    estimate = net.estimate(image, image)  # with gradients: the training loss needs the log-probabilities
     with torch.no_grad():
-        estimate = net.estimate(image, image)
         warped, ddf = net(image, image)
+        assert net.estimate(image, image).log_probs is None  # inference skips them
     assert estimate.matrix.shape == (2, 2, 3) and estimate.coarse.shape == (2, 2, 3)
     n = (104 // 8) * (96 // 8)
     assert estimate.log_probs.shape == (2, n, n) and estimate.cells.shape == (n, 2)
@@ -142,3 +143,15 @@ def test_resize_ddf_keeps_the_map_in_pixel_centre_convention():
         np.testing.assert_allclose(got, expected, atol=0.05)
     with pytest.raises(ValueError, match="DDF"):
         resize_ddf(torch.zeros(1, 3, 8, 8), 16)
+
+
+def test_half_resolution_voxelmorph_scales_the_field_back_to_full_resolution():
+    net = VoxelMorphNet(spatial_dims=2, half_res=True).eval()
+    with torch.no_grad():
+        net.flow.weight.zero_()
+        net.flow.bias.copy_(torch.tensor([2.0, -1.0]))  # half-resolution pixels
+        ddf = net.predict_ddf(torch.rand(1, 1, 100, 90), torch.rand(1, 1, 100, 90))
+    assert ddf.shape == (1, 2, 100, 90)
+    assert torch.allclose(ddf[0, 0], torch.full((100, 90), 4.0), atol=1e-5)  # 100 / 50 = 2x
+    assert torch.allclose(ddf[0, 1], torch.full((100, 90), -2.0), atol=1e-5)  # 90 / 45 = 2x
+    assert build_network("cascade").deformable.half_res and not build_network("voxelmorph").half_res
