@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 from evaluation.baselines import METHODS
 from evaluation.report import atomic_write_text
 from pipelines.default_data import resolve_data
-from pipelines.inference import FUNDUS_REFINEMENT
+from pipelines.inference import FUNDUS_REFINEMENT, FUNDUS_REFINEMENT_LAMBDA
 from pipelines.method_specs import DEFAULT_TTO_STEPS, parse_method_spec
 from pipelines.training import TrainConfig
 from transforms.fire_generator import read_generator_metadata
@@ -472,7 +472,8 @@ def _settings_lines(config: DemoConfig, training: dict, specs: dict[str, str], m
         f"- Test-time refinement (`{model}+tto`): the predicted field plus a smooth correction on control points "
         f"{FUNDUS_REFINEMENT['grid']} px apart, optimised on each pair by Adam ({DEFAULT_TTO_STEPS} steps per level, "
         f"lr {FUNDUS_REFINEMENT['lr']}) on a {FUNDUS_REFINEMENT['levels']}-level image pyramid up to "
-        f"{FUNDUS_REFINEMENT['size']} px, with local NCC + 0.01 x diffusion inside the field of view "
+        f"{FUNDUS_REFINEMENT['size']} px, with local NCC + {FUNDUS_REFINEMENT_LAMBDA:g} x diffusion of the correction "
+        f"inside the field of view "
         f"(`pipelines.inference.fundus_refinement`).",
         "- Methods: " + ", ".join(f"`{s}`" if s == label else f"{label} = `{s}`" for label, s in specs.items()) + ".",
         "- Training settings: " + ", ".join(f"{k}={v}" for k, v in shown.items()) + ".",
