@@ -28,3 +28,15 @@ def firereg_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "firereg-home"
     monkeypatch.setenv("FIREREG_HOME", str(home))
     return home
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test (restored afterwards): on a 2-core machine shared with
+    other work, more threads only spin. Modules use it with ``pytestmark``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

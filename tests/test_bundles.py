@@ -48,13 +48,7 @@ CONFIGS = ("metadata.json", "train.yaml", "evaluate.yaml", "inference.yaml", "mu
 PAIR_NETS = {"voxelmorph": VoxelMorphPairNet, "affine": AffinePairNet, "cascade": CascadePairNet}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread here too (in-process training sets it); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _env(tmp_path: Path) -> dict:
