@@ -49,7 +49,7 @@ from evaluation.deformation import deformation_quality
 from evaluation.overlap import dice_per_label, mean_dice
 from evaluation.report import atomic_write_text, save_figure
 from pipelines.fields_io import save_nifti_image, save_world_field
-from pipelines.inference import RefineConfig, refine_ddf
+from pipelines.inference import RefineConfig, refine_ddf, resample_ddf
 from pipelines.losses import LossConfig, RegistrationLoss
 from pipelines.networks import VoxelMorphNet
 from transforms.brain_data import (
@@ -269,18 +269,6 @@ def _refine(ddf: torch.Tensor, moving: torch.Tensor, fixed: torch.Tensor, config
         return ddf
     return instance_optimise(ddf, moving, fixed, config.loss_config, config.refine_steps, config.refine_lr,
                              config.refine_levels, config.refine_sigma)
-
-
-def resample_ddf(ddf: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """A voxel DDF (B, D, *spatial) on another grid of the same field of view (``align_corners=False``
-    geometry: voxel ``q`` of the new grid is ``(q + 0.5) r - 0.5`` of the old, ``r = old / new``)."""
-    old = tuple(ddf.shape[2:])
-    if old == tuple(shape):
-        return ddf
-    dims = len(shape)
-    mode = "bilinear" if dims == 2 else "trilinear"
-    ratio = torch.as_tensor([n / o for n, o in zip(shape, old)], dtype=ddf.dtype).view(1, dims, *([1] * dims))
-    return F.interpolate(ddf, size=tuple(shape), mode=mode, align_corners=False) * ratio
 
 
 def instance_optimise(

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.transforms import Resize, ScaleIntensity
+from monai.utils import convert_to_tensor
 
 from evaluation.interface import DisplacementFieldResult, MatrixResult, RegistrationResult, ScaledResult
 from pipelines.losses import LossConfig, RegistrationLoss
@@ -36,7 +37,7 @@ __all__ = [
     "RefineConfig",
     "refine_ddf",
     "DeepMethod",
-    "resize_ddf",
+    "resample_ddf",
     "FUNDUS_REFINEMENT",
     "FUNDUS_REFINEMENT_LAMBDA",
     "fundus_refinement",
@@ -110,8 +111,7 @@ def prepare_image(image: np.ndarray, size: int, channel: str = "green") -> torch
     chw = torch.as_tensor(np.ascontiguousarray(np.transpose(arr, (2, 1, 0))), dtype=torch.float32)  # (C, W, H)
     one = SelectChannel(channel)(chw) if chw.shape[0] in (3, 4) else chw[:1]
     resized = Resize((size, size), mode="area")(one)
-    scaled = ScaleIntensity(minv=0.0, maxv=1.0)(resized)
-    plain = scaled.as_tensor() if hasattr(scaled, "as_tensor") else torch.as_tensor(scaled)  # no MetaTensor overhead per op
+    plain = convert_to_tensor(ScaleIntensity(minv=0.0, maxv=1.0)(resized), track_meta=False)  # no MetaTensor overhead per op
     return plain.unsqueeze(0).float()
 
 
@@ -119,9 +119,7 @@ def prepare_mask(mask: np.ndarray | None, image: np.ndarray, size: int) -> torch
     """(H, W) bool FOV mask (estimated from ``image`` if None) → (1, 1, size, size) float 0/1."""
     m = estimate_fov_mask(image) if mask is None else np.asarray(mask, dtype=bool)
     t = torch.as_tensor(np.ascontiguousarray(m.T[None]), dtype=torch.float32)
-    resized = Resize((size, size), mode="nearest")(t)
-    plain = resized.as_tensor() if hasattr(resized, "as_tensor") else torch.as_tensor(resized)
-    return plain.unsqueeze(0).float()
+    return convert_to_tensor(Resize((size, size), mode="nearest")(t), track_meta=False).unsqueeze(0).float()
 
 
 def ddf_to_field_yx(ddf: torch.Tensor) -> np.ndarray:
@@ -131,14 +129,28 @@ def ddf_to_field_yx(ddf: torch.Tensor) -> np.ndarray:
     return ddf.detach().cpu().permute(0, 2, 1).numpy().astype(np.float32)
 
 
-def resize_ddf(ddf: torch.Tensor, size: int) -> torch.Tensor:
-    """A DDF (B, 2, S, S) in pixels of an S-pixel grid, resampled to ``size`` x ``size`` and
-    rescaled to that grid's pixels (pixel-centre convention, as MONAI ``Resize``)."""
-    if ddf.ndim != 4 or ddf.shape[1] != 2:
-        raise ValueError(f"expected a (B, 2, W, H) DDF, got {tuple(ddf.shape)}")
-    scale = torch.tensor([size / ddf.shape[2], size / ddf.shape[3]], dtype=ddf.dtype, device=ddf.device)
-    resized = torch.nn.functional.interpolate(ddf, size=(size, size), mode="bilinear", align_corners=False)
-    return resized * scale.view(1, 2, 1, 1)
+def resample_ddf(ddf: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """A pixel/voxel DDF (B, D, *spatial) on another grid of the same field of view, 2D or 3D.
+
+    Pixel-centre (``align_corners=False``) geometry, as MONAI ``Resize``: pixel ``q`` of the
+    new grid is ``(q + 0.5) r - 0.5`` of the old (``r = old / new``), and displacements are
+    rescaled to the new grid's pixels. Returns ``ddf`` itself when the grid is unchanged.
+
+    Raises:
+        ValueError: if ``ddf`` is not (B, D, *spatial) with D spatial axes, or ``shape`` has
+            another number of axes.
+    """
+    dims = ddf.ndim - 2
+    if dims not in (2, 3) or ddf.shape[1] != dims or len(shape) != dims:
+        raise ValueError(f"expected a (B, D, *spatial) DDF with D = 2 or 3 and a {dims}-axis shape, "
+                         f"got {tuple(ddf.shape)} and {tuple(shape)}")
+    old = tuple(ddf.shape[2:])
+    if old == tuple(shape):
+        return ddf
+    mode = "bilinear" if dims == 2 else "trilinear"
+    ratio = torch.as_tensor([n / o for n, o in zip(shape, old)], dtype=ddf.dtype, device=ddf.device)
+    resized = F.interpolate(ddf, size=tuple(shape), mode=mode, align_corners=False)
+    return resized * ratio.view(1, dims, *([1] * dims))
 
 
 @dataclass
@@ -216,7 +228,7 @@ def refine_ddf(
 
     warp = Warp(mode="bilinear", padding_mode="zeros")
     loss_fn = RegistrationLoss(config.loss or LossConfig())
-    base = (ddf.as_tensor() if hasattr(ddf, "as_tensor") else ddf).detach().clone()
+    base = convert_to_tensor(ddf, track_meta=False).detach().clone()
     if config.levels == 1 and config.grid == 1:
         field = base.requires_grad_(True)
         optimizer = torch.optim.Adam([field], lr=config.lr)
@@ -245,9 +257,9 @@ def refine_ddf(
         for _ in range(config.steps):
             optimizer.zero_grad()
             u = upsampled()
-            field = resize_ddf(base + u, side) if side != size else base + u
+            field = resample_ddf(base + u, (side, side))
             similarity = loss_fn.similarity(warp(m, field), f, k)
-            loss = similarity + lam * loss_fn.smooth(resize_ddf(u, side) if side != size else u)
+            loss = similarity + lam * loss_fn.smooth(resample_ddf(u, (side, side)))
             loss.backward()
             optimizer.step()
     return (base + upsampled()).detach()
@@ -316,7 +328,7 @@ class DeepMethod:
             if size != self.size:
                 f = prepare_image(fixed, size, self.channel)
                 m = prepare_image(moving, size, self.channel)
-                ddf = resize_ddf(ddf, size)
+                ddf = resample_ddf(ddf, (size, size))
             mask = prepare_mask(fixed_mask, fixed, size)
             ddf = refine_ddf(ddf, m, f, mask, self.refine)
             matrix = None  # the refined field is no longer affine

@@ -357,7 +357,7 @@ def predict_nifti_ddf(
         loss = LossConfig(**ckpt["loss"]) if isinstance(ckpt.get("loss"), dict) else LossConfig()
         ddf = instance_optimise(ddf, m, f, loss, refine_steps, lr=float(ckpt.get("refine_lr", RefineConfig.lr)),
                                 sigma=float(ckpt.get("refine_sigma", 0.0)))
-    from pipelines.brain import resample_ddf
+    from pipelines.inference import resample_ddf
 
     return resample_ddf(ddf, shape)[0].detach().numpy().astype(np.float32)
 

@@ -127,13 +127,13 @@ def test_build_network_estimators_and_cascade_composition():
     assert torch.allclose(affine_to_ddf(matrix, (size, size))[0, :, 7, 11] + p, matrix[0, :, :2] @ p + matrix[0, :, 2], atol=1e-4)
 
 
-def test_resize_ddf_keeps_the_map_in_pixel_centre_convention():
-    from pipelines.inference import resize_ddf
+def test_resample_ddf_keeps_the_map_in_pixel_centre_convention():
+    from pipelines.inference import resample_ddf
     from transforms.coords import scale_points
 
     small, large = 64, 160
     matrix_small = _affine(7.0, 0.95, (5.0, -3.0), small).double()
-    ddf_large = resize_ddf(affine_to_ddf(matrix_small, (small, small)), large).double()
+    ddf_large = resample_ddf(affine_to_ddf(matrix_small, (small, small)), (large, large)).double()
     # a pixel of the large grid, mapped by the resized field, equals the small map scaled up
     for p_large in ([10, 20], [80, 33], [150, 140]):
         p_small = scale_points(np.array([p_large], dtype=float), (large, large), (small, small))[0]
@@ -142,7 +142,7 @@ def test_resize_ddf_keeps_the_map_in_pixel_centre_convention():
         got = np.array(p_large, dtype=float) + ddf_large[0, :, p_large[0], p_large[1]].numpy()
         np.testing.assert_allclose(got, expected, atol=0.05)
     with pytest.raises(ValueError, match="DDF"):
-        resize_ddf(torch.zeros(1, 3, 8, 8), 16)
+        resample_ddf(torch.zeros(1, 3, 8, 8), (16, 16))
 
 
 def test_half_resolution_voxelmorph_scales_the_field_back_to_full_resolution():
