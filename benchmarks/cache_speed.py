@@ -13,10 +13,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipelines.default_data import resolve_data
-from transforms.datasets import fire_dataset
-from transforms.fire_reader import read_fire
-from transforms.pair_transforms import PairTransformConfig
+from firereg.pipelines.default_data import resolve_data
+from firereg.transforms.datasets import fire_dataset
+from firereg.transforms.fire_reader import read_fire
+from firereg.transforms.pair_transforms import PairTransformConfig
 
 
 def epoch_seconds(dataset, epochs: int) -> list[float]:

@@ -17,15 +17,14 @@ import time
 from pathlib import Path
 
 import torch
-
-from evaluation.baselines import make_method
-from evaluation.benchmark import load_pair
-from evaluation.interface import ResizedMethod
-from pipelines.default_data import resolve_data
-from pipelines.inference import DeepMethod
-from pipelines.losses import RegistrationLoss
-from pipelines.networks import MODEL_TYPES, build_network
-from transforms.fire_reader import read_fire
+from firereg.evaluation.baselines import make_method
+from firereg.evaluation.benchmark import load_pair
+from firereg.evaluation.results import ResizedMethod
+from firereg.pipelines.default_data import resolve_data
+from firereg.pipelines.inference.deep_method import DeepMethod
+from firereg.pipelines.nn.losses import RegistrationLoss
+from firereg.pipelines.nn.networks import MODEL_TYPES, build_network
+from firereg.transforms.fire_reader import read_fire
 
 
 def median_seconds(method, pairs) -> float:

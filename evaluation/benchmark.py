@@ -8,7 +8,7 @@ where it stopped; the tables and plots are rebuilt from the records at the end:
 - ``pairs.csv``: method, pair, category, mean/median/max error (px), direction, seconds,
   status (ok/failed), reason, and the deformation quality of the fixed → moving map inside
   the fixed field of view (``jac_min``: smallest Jacobian determinant; ``folding_fraction``:
-  share of it with determinant <= 0; see :func:`evaluation.deformation.mapping_quality`);
+  share of it with determinant <= 0; see :func:`firereg.evaluation.deformation.mapping_quality`);
 - ``points.csv``: method, pair, point, space, x, y — every control point mapped by the
   method (``space=fixed``: the moving point mapped into the fixed image;
   ``space=moving``: the fixed point mapped into the moving image);
@@ -27,23 +27,25 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
-from tqdm.auto import tqdm
-
-from evaluation.deformation import mapping_quality
-from evaluation.interface import RegistrationMethod, RegistrationResult, ResizedMethod
-from evaluation.landmarks import measure_pair, point_distances
-from evaluation.report import (
-    atomic_to_csv,
-    atomic_write_text,
+from firereg.evaluation.deformation import mapping_quality
+from firereg.evaluation.landmarks import measure_pair, point_distances
+from firereg.evaluation.report.figures import (
     checkerboard,
     colour_overlay,
     plot_success_rate,
     save_png,
-    write_summary,
 )
-from transforms.fire_generator import read_generator_metadata
-from transforms.fov import read_mask
+from firereg.evaluation.report.tables import write_summary
+from firereg.evaluation.results import (
+    RegistrationMethod,
+    RegistrationResult,
+    ResizedMethod,
+)
+from firereg.transforms.fire_generator import read_generator_metadata
+from firereg.transforms.fov import read_mask
+from firereg.transforms.io import atomic_to_csv, atomic_write_text
+from PIL import Image
+from tqdm.auto import tqdm
 
 __all__ = ["BenchmarkConfig", "run_benchmark", "rescore_points", "load_pair", "record_name", "PAIRS_COLUMNS", "POINTS_COLUMNS"]
 
@@ -199,10 +201,10 @@ def run_benchmark(
     Re-running into the same ``out`` skips (method, pair) records already there.
 
     Args:
-        manifest: pairs to evaluate (:func:`transforms.fire_reader.read_fire`, maybe one split).
+        manifest: pairs to evaluate (:func:`firereg.transforms.fire_reader.read_fire`, maybe one split).
         config: methods, working size, workers.
         out: output folder.
-        factory: builds a method from its spec; default :func:`evaluation.baselines.make_method`.
+        factory: builds a method from its spec; default :func:`firereg.evaluation.baselines.make_method`.
         progress: show a progress bar.
 
     Returns:
@@ -212,7 +214,7 @@ def run_benchmark(
         ValueError: for an unknown method spec (before any work) or an empty manifest.
     """
     if factory is None:
-        from evaluation.baselines import make_method as factory
+        from firereg.evaluation.baselines import make_method as factory
     _METHOD_CACHE.clear()  # built anew per run: a checkpoint may have changed since the last one
     if len(manifest) == 0:
         raise ValueError("no pairs to benchmark")

@@ -20,7 +20,7 @@ Axis conventions (name them, never imply them):
   layout.
 - **Row-major (x, y) channels** (:func:`jacobian_determinant_xy`,
   :func:`deformation_quality_xy`): the ``(2, H, W)`` field of
-  :class:`evaluation.interface.DisplacementFieldResult`, where channel 0 is the x
+  :class:`firereg.evaluation.results.DisplacementFieldResult`, where channel 0 is the x
   displacement (along array axis 1, columns) and channel 1 is the y displacement (along
   array axis 0, rows). These functions reorder the channels to ``[y, x]`` so that channel i
   lies along array axis i, then call the channel-first versions. Passing such a field to
@@ -134,7 +134,7 @@ def _xy_to_channel_first(field: Any) -> np.ndarray:
     """Reorder a row-major ``(2, H, W)`` ``[x, y]`` field to ``[y, x]`` (channel i along axis i)."""
     # accept a DisplacementFieldResult directly (imported lazily: interface pulls in OpenCV)
     if not isinstance(field, (np.ndarray, torch.Tensor)) and hasattr(field, "field"):
-        from evaluation.interface import DisplacementFieldResult
+        from firereg.evaluation.results import DisplacementFieldResult
 
         if isinstance(field, DisplacementFieldResult):
             field = field.field
@@ -149,7 +149,7 @@ def _xy_to_channel_first(field: Any) -> np.ndarray:
 def jacobian_determinant_xy(field: Any) -> np.ndarray:
     """Jacobian determinant of a row-major ``(2, H, W)`` field with channels ``[x, y]``.
 
-    This is the layout of :class:`evaluation.interface.DisplacementFieldResult`: fixed
+    This is the layout of :class:`firereg.evaluation.results.DisplacementFieldResult`: fixed
     pixel ``(x, y)`` maps to ``(x, y) + field[:, y, x]``. The channels are reordered to
     ``[y, x]`` (channel i along array axis i) and passed to :func:`jacobian_determinant`.
 
@@ -266,7 +266,7 @@ def mapping_quality(result: Any, mask: np.ndarray | None = None, grid: int = 128
     folds finer than the lattice spacing are not seen.
 
     Args:
-        result: an :class:`evaluation.interface.RegistrationResult`.
+        result: an :class:`firereg.evaluation.results.RegistrationResult`.
         mask: (H, W) bool fixed field of view (row-major); statistics only inside it.
         grid: lattice points per side.
 

@@ -1,7 +1,7 @@
 """Landmark (control-point) registration error, in full-resolution pixels.
 
 Points are ``(x, y)`` = (column, row) in pixels of the full-resolution image they belong
-to, pixel centres at integers (see shared DESIGN.md and :mod:`evaluation.interface`).
+to, pixel centres at integers (see shared DESIGN.md and :mod:`firereg.evaluation.results`).
 
 The FIRE literature (SuperRetina's ``test_on_FIRE.py``) measures the error of a pair in the
 **fixed** image: moving control points are mapped to the fixed image and compared with the
@@ -20,11 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from firereg.evaluation.results import NotInvertibleError, RegistrationResult
 from monai.metrics import CumulativeIterationMetric
 from monai.metrics.utils import do_metric_reduction
 from monai.utils import MetricReduction
-
-from evaluation.interface import NotInvertibleError, RegistrationResult
 
 __all__ = [
     "DIRECTIONS",

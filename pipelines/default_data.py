@@ -1,7 +1,7 @@
 """Where the embedded default dataset lives, and making it on first use.
 
 The default dataset is generated from ``skimage.data.retina()`` with
-:class:`transforms.fire_generator.GeneratorConfig` defaults, in
+:class:`firereg.transforms.fire_generator.GeneratorConfig` defaults, in
 ``$FIREREG_HOME/fire-generated`` (``FIREREG_HOME`` defaults to ``~/.cache/firereg``).
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from transforms.fire_generator import GeneratorConfig, make_fire_dataset
+from firereg.transforms.fire_generator import GeneratorConfig, make_fire_dataset
 
 __all__ = ["firereg_home", "default_data_dir", "resolve_data"]
 

@@ -1,6 +1,6 @@
 """Displacement fields on disk: NIfTI (``.nii.gz``) and NumPy (``.npy``).
 
-A field here is what :class:`evaluation.interface.DisplacementFieldResult` holds: a
+A field here is what :class:`firereg.evaluation.results.DisplacementFieldResult` holds: a
 (2, H, W) float32 array on the FIXED image grid, row-major (``field[:, y, x]``),
 channel 0 = x displacement, channel 1 = y displacement, in pixels. A fixed pixel
 ``p = (x, y)`` maps to ``p + field[:, y, x]`` in the moving image (fixed → moving, the

@@ -2,14 +2,14 @@
 
 A spec is one of
 
-- a baseline name (:data:`evaluation.baselines.METHODS`): ``identity``, ``elastix-rigid``,
+- a baseline name (:data:`firereg.evaluation.baselines.METHODS`): ``identity``, ``elastix-rigid``,
   ``elastix-affine``, ``elastix-bspline``, ``sift``;
-- ``TYPE:PATH``: the trained model of type ``TYPE`` (:data:`pipelines.networks.MODEL_TYPES`:
+- ``TYPE:PATH``: the trained model of type ``TYPE`` (:data:`firereg.pipelines.nn.networks.MODEL_TYPES`:
   ``voxelmorph``, ``affine``, ``cascade``) in ``PATH``, a run folder (``best.pt``, else
   ``last.pt``) or a ``.pt`` checkpoint;
 - ``TYPE+tto:PATH`` / ``TYPE+ttoN:PATH``: the same model with test-time refinement
   (instance optimisation of the predicted field on each pair,
-  :func:`pipelines.inference.fundus_refinement`) for :data:`DEFAULT_TTO_STEPS` / ``N``
+  :func:`firereg.pipelines.inference.refine.fundus_refinement`) for :data:`DEFAULT_TTO_STEPS` / ``N``
   steps per pyramid level;
 - ``LABEL=`` before any deep spec names it in the tables (needed to compare two runs of
   the same type, e.g. ``short=cascade:runs/a,long=cascade:runs/b``).
@@ -30,9 +30,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from evaluation.baselines import METHODS, make_method
-from evaluation.interface import RegistrationMethod
-from pipelines.networks import MODEL_TYPES
+from firereg.evaluation.baselines import METHODS, make_method
+from firereg.evaluation.results import RegistrationMethod
+from firereg.pipelines.nn.networks import MODEL_TYPES
 
 __all__ = [
     "DEFAULT_TTO_STEPS",
@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 #: test-time refinement steps per pyramid level of ``TYPE+tto:PATH``
-#: (:func:`pipelines.inference.fundus_refinement`)
+#: (:func:`firereg.pipelines.inference.refine.fundus_refinement`)
 DEFAULT_TTO_STEPS = 50
 
 _LABEL_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
@@ -58,7 +58,7 @@ class MethodSpec:
     Attributes:
         text: the spec as given.
         label: the method's name in tables.
-        model_type: ``None`` for a baseline, else one of :data:`pipelines.networks.MODEL_TYPES`.
+        model_type: ``None`` for a baseline, else one of :data:`firereg.pipelines.nn.networks.MODEL_TYPES`.
         path: run folder or checkpoint of a deep spec (``None`` for a baseline).
         tto_steps: test-time refinement steps (0 = off).
     """
@@ -147,19 +147,22 @@ def parse_method_list(text: str | Sequence[str]) -> list[str]:
 def make_any_method(spec: str) -> RegistrationMethod:
     """A registration method from a spec: a baseline or a trained model (see the module docstring).
 
-    Deep specs build :class:`pipelines.inference.DeepMethod` (it registers at the
+    Deep specs build :class:`firereg.pipelines.inference.deep_method.DeepMethod` (it registers at the
     checkpoint's working size and answers in the pixels of the arrays given).
 
     Raises:
         ValueError: for a bad spec, listing the valid forms.
         FileNotFoundError: naming a missing run folder or checkpoint.
-        pipelines.inference.CheckpointError: naming a checkpoint that is unreadable or of
+        firereg.pipelines.checkpoints.CheckpointError: naming a checkpoint that is unreadable or of
             another model type than the spec says.
     """
     parsed = parse_method_spec(spec)
     if not parsed.deep:
         return make_method(parsed.label)
-    from pipelines.inference import DeepMethod, fundus_refinement  # torch: only when a model is asked for
+    from firereg.pipelines.inference.deep_method import DeepMethod
+    from firereg.pipelines.inference.refine import (
+        fundus_refinement,  # torch: only when a model is asked for
+    )
 
     refine = fundus_refinement(parsed.tto_steps) if parsed.tto_steps > 0 else None
     return DeepMethod(parsed.path, expected_type=parsed.model_type, refine=refine, name=parsed.label)

@@ -22,7 +22,7 @@ VoxelMorph and elastix/transformix use; it is *not* the inverse (moving → fixe
   affine (voxel index (i, j) = pixel (x, y)), components ``[dx, dy]`` in pixels; the
   ``descrip`` header says ``ddf px fixed->moving: p_moving=p_fixed+u; c0=dx c1=dy``.
 
-Both load with :func:`pipelines.fields_io.load_field`, and
+Both load with :func:`firereg.pipelines.fields_io.load_field`, and
 ``DisplacementFieldResult(load_field(path))`` maps fixed points exactly as the network's
 result does at the pixels (between pixels it interpolates the field bilinearly).
 
@@ -41,7 +41,7 @@ registers arrays voxel by voxel. It writes:
   the fixed image's affine (NIfTI world = RAS+): the fixed voxel at world position ``x``
   corresponds to the moving-image position ``x + u(x)``; vector image ``(X, Y, Z, 1, 3)``
   (``Z = 1`` in 2D), components ``[ux, uy, uz]``, the fixed affine
-  (:func:`pipelines.fields_io.save_world_field`; ITK/ANTs use LPS: negate ``ux``, ``uy``);
+  (:func:`firereg.pipelines.fields_io.save_world_field`; ITK/ANTs use LPS: negate ``ux``, ``uy``);
 - ``ddf_voxels.npy``: the same field as a MONAI DDF in fixed VOXELS, float32
   ``(D, *spatial)``, channel ``n`` = displacement along array axis ``n``
   (``warped(p) = moving(p + ddf(p))``);
@@ -62,14 +62,23 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from firereg.evaluation.report.figures import checkerboard, colour_overlay, save_png
+from firereg.evaluation.results import RegistrationResult
+from firereg.pipelines.checkpoints import load_model
+from firereg.pipelines.fields_io import (
+    FIELD_DESCRIPTION,
+    is_nifti,
+    read_nifti,
+    save_field,
+    save_nifti_image,
+    save_world_field,
+)
+from firereg.pipelines.inference.deep_method import DeepMethod
+from firereg.pipelines.inference.refine import RefineConfig, fundus_refinement
+from firereg.pipelines.nn.losses import LossConfig
+from firereg.transforms.fire_reader import FireFormatError, read_control_points
+from firereg.transforms.io import atomic_to_csv
 from PIL import Image
-
-from evaluation.interface import RegistrationResult
-from evaluation.report import atomic_to_csv, checkerboard, colour_overlay, save_png
-from pipelines.fields_io import FIELD_DESCRIPTION, is_nifti, read_nifti, save_field, save_nifti_image, save_world_field
-from pipelines.inference import DeepMethod, RefineConfig, fundus_refinement, load_model
-from pipelines.losses import LossConfig
-from transforms.fire_reader import FireFormatError, read_control_points
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",
@@ -101,7 +110,7 @@ def read_image(path: str | Path) -> np.ndarray:
         nifti = path.name.lower().endswith((".nii", ".nii.gz"))
         suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else suffix
         # read_image reads photographs; register_pair sends NIfTI pairs to register_nifti_pair
-        hint = (" (read_image reads photographs; for NIfTI use pipelines.fields_io.read_nifti, "
+        hint = (" (read_image reads photographs; for NIfTI use firereg.pipelines.fields_io.read_nifti, "
                 "or register_pair with two NIfTI files)") if nifti else ""
         raise ValueError(
             f"cannot read image {path}: unsupported file type {suffix or '(none)'!r}{hint}; "
@@ -253,7 +262,7 @@ def register_pair(
         points_path: optional FIRE control-point file (``x_fixed y_fixed x_moving y_moving``)
             or a 2-column file of fixed points (``x y``), full-resolution pixels.
         refine_steps: test-time refinement steps per pyramid level (0 = off; 2D:
-            :func:`pipelines.inference.fundus_refinement`).
+            :func:`firereg.pipelines.inference.refine.fundus_refinement`).
         expected_type: refuse a checkpoint of another model type (e.g. ``"affine"``).
 
     Returns:
@@ -264,7 +273,7 @@ def register_pair(
         FileNotFoundError: naming a missing image, points file or checkpoint.
         ValueError: for an unsupported image type (listing the supported ones), images of
             different sizes (quoting both), negative ``refine_steps`` or a malformed points file.
-        pipelines.inference.CheckpointError: naming a checkpoint that is unreadable or of
+        firereg.pipelines.checkpoints.CheckpointError: naming a checkpoint that is unreadable or of
             another model type.
     """
     fixed_path, moving_path, out = Path(fixed_path), Path(moving_path), Path(out_dir)
@@ -336,13 +345,13 @@ def predict_nifti_ddf(
 
     Both images are resampled to the working shape and min-max scaled to [0, 1]; the DDF is
     predicted and refined for ``refine_steps`` steps (0 = off) by
-    :func:`pipelines.brain.instance_optimise` with the checkpoint's ``loss``, ``refine_lr``
+    :func:`firereg.pipelines.examples.brain_mri.instance_optimise` with the checkpoint's ``loss``, ``refine_lr``
     and ``refine_sigma`` when it records them (a ``firereg brain`` checkpoint), else the
     defaults of :class:`RefineConfig` and no smoothing. The DDF is then
     resampled to the full grid with ``align_corners=False`` geometry — working voxel ``q`` is
     full voxel ``(q + 0.5) * r - 0.5`` along each axis, ``r = full / working`` — and scaled by ``r``.
     """
-    from transforms.brain_data import normalize_minmax
+    from firereg.transforms.brain_data import normalize_minmax
 
     dims = fixed.ndim
     shape = tuple(fixed.shape)
@@ -352,12 +361,12 @@ def predict_nifti_ddf(
     with torch.no_grad():
         _, ddf = net(m, f)
     if refine_steps > 0:
-        from pipelines.brain import instance_optimise
+        from firereg.pipelines.examples.brain_mri import instance_optimise
 
         loss = LossConfig(**ckpt["loss"]) if isinstance(ckpt.get("loss"), dict) else LossConfig()
         ddf = instance_optimise(ddf, m, f, loss, refine_steps, lr=float(ckpt.get("refine_lr", RefineConfig.lr)),
                                 sigma=float(ckpt.get("refine_sigma", 0.0)))
-    from pipelines.inference import resample_ddf
+    from firereg.pipelines.nn.fields import resample_ddf
 
     return resample_ddf(ddf, shape)[0].detach().numpy().astype(np.float32)
 
@@ -394,7 +403,7 @@ def register_nifti_pair(
         FileNotFoundError: naming a missing image or checkpoint.
         ValueError: naming the file and quoting its shape for a 4D image or an image of the
             wrong dimension; quoting both for different shapes or affines.
-        pipelines.inference.CheckpointError: for an unreadable checkpoint or another model type.
+        firereg.pipelines.checkpoints.CheckpointError: for an unreadable checkpoint or another model type.
     """
     fixed_path, moving_path, out = Path(fixed_path), Path(moving_path), Path(out_dir)
     if refine_steps < 0:
@@ -419,7 +428,7 @@ def register_nifti_pair(
             "(e.g. nilearn.image.resample_to_img)"
         )
     ddf = predict_nifti_ddf(net, ckpt, fixed.data, moving.data, refine_steps)
-    from transforms.brain_data import warp as warp_image
+    from firereg.transforms.brain_data import warp as warp_image
 
     warped = warp_image(torch.as_tensor(moving.data)[None, None], torch.as_tensor(ddf)[None])[0, 0].numpy()
 

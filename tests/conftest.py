@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from transforms.fire_generator import GeneratorConfig, make_fire_dataset
+from firereg.transforms.fire_generator import GeneratorConfig, make_fire_dataset
 
 #: the settings of the shared dataset (small: a few seconds to make)
 SMALL_CONFIG = dict(size=256, pairs={"S": 2, "P": 2, "A": 1}, seed=1)

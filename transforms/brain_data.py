@@ -166,7 +166,11 @@ def normalize_minmax(x: torch.Tensor) -> torch.Tensor:
 @functools.lru_cache(maxsize=1)
 def _mni152_1mm() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(T1, GM, WM) float32 arrays at 1 mm and the affine, read from nilearn's package files."""
-    from nilearn.datasets import load_mni152_gm_template, load_mni152_template, load_mni152_wm_template
+    from nilearn.datasets import (
+        load_mni152_gm_template,
+        load_mni152_template,
+        load_mni152_wm_template,
+    )
 
     # resolution None = the native 1 mm files inside the package, scaled to [0, 1]; no resampling, no download
     t1 = load_mni152_template()

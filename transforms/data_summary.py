@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-
-from transforms.fire_generator import read_generator_metadata
-from transforms.fire_reader import CATEGORIES
+from firereg.transforms.fire_generator import read_generator_metadata
+from firereg.transforms.fire_reader import CATEGORIES
 
 __all__ = ["pair_statistics", "summarize_dataset"]
 

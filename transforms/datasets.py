@@ -11,9 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+from firereg.transforms.pair_transforms import (
+    PairTransformConfig,
+    manifest_to_dicts,
+    pair_transforms,
+)
 from monai.data import CacheDataset, Dataset, PersistentDataset
-
-from transforms.pair_transforms import PairTransformConfig, manifest_to_dicts, pair_transforms
 
 __all__ = ["CACHE_MODES", "fire_dataset"]
 
@@ -31,7 +34,7 @@ def fire_dataset(
     """A MONAI dataset of the manifest's pairs through :func:`pair_transforms`.
 
     Args:
-        manifest: from :func:`transforms.fire_reader.read_fire` (optionally one split).
+        manifest: from :func:`firereg.transforms.fire_reader.read_fire` (optionally one split).
         config: pipeline settings (working size, channel, augmentation).
         cache: one of :data:`CACHE_MODES`.
         cache_dir: folder for ``cache="disk"``; required there.

@@ -28,13 +28,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from firereg.transforms.fire_reader import CATEGORIES
+from firereg.transforms.fov import estimate_fov_mask
 from PIL import Image
 from scipy import ndimage
 from skimage.filters import sato
 from tqdm.auto import tqdm
-
-from transforms.fire_reader import CATEGORIES
-from transforms.fov import estimate_fov_mask
 
 __all__ = [
     "GeneratorConfig",

@@ -1,6 +1,6 @@
 """MONAI dictionary transforms for FIRE image pairs; control points follow every spatial step.
 
-A data dictionary holds (see :mod:`transforms.datasets` for how it is built):
+A data dictionary holds (see :mod:`firereg.transforms.datasets` for how it is built):
 
 - ``fixed``, ``moving``: image paths, then MONAI ``MetaTensor`` images (C, W, H) — axis 1
   is x, axis 2 is y (``PILReader`` reverse indexing);
@@ -22,9 +22,12 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
+from firereg.transforms.coords import to_monai_points
+from firereg.transforms.fov import estimate_fov_mask, read_mask
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import (
@@ -35,17 +38,14 @@ from monai.transforms import (
     MapTransform,
     RandAdjustContrastd,
     RandAffined,
+    RandFlipd,
     RandGaussianNoised,
     RandomizableTransform,
     RandScaleIntensityd,
-    RandFlipd,
     Resized,
     ScaleIntensityd,
     Transform,
 )
-
-from transforms.coords import to_monai_points
-from transforms.fov import estimate_fov_mask, read_mask
 
 __all__ = [
     "FIXED",
@@ -319,7 +319,7 @@ def pair_transforms(config: PairTransformConfig | None = None) -> Compose:
 
 
 def manifest_to_dicts(manifest: pd.DataFrame) -> list[dict]:
-    """Data dictionaries (one per pair) from a :func:`transforms.fire_reader.read_fire` manifest.
+    """Data dictionaries (one per pair) from a :func:`firereg.transforms.fire_reader.read_fire` manifest.
 
     Raises:
         FileNotFoundError: naming the first image or mask file that does not exist.

@@ -1,6 +1,6 @@
 """Classical registration baselines behind the one :class:`RegistrationMethod` interface.
 
-Methods do not resize; the benchmark wraps them in :class:`evaluation.interface.ResizedMethod`
+Methods do not resize; the benchmark wraps them in :class:`firereg.evaluation.results.ResizedMethod`
 to run them at a working size (lengths in their settings are pixels at 512 px and scale
 with the image).
 
@@ -9,7 +9,7 @@ with the image).
 - ``sift``: SIFT keypoints, ratio test, RANSAC homography.
 
 Example:
-    >>> from evaluation.baselines import make_method
+    >>> from firereg.evaluation.baselines import make_method
     >>> method = make_method("sift")
     >>> result = method.register(fixed, moving, fixed_mask, moving_mask)  # doctest: +SKIP
 """
@@ -18,10 +18,15 @@ from __future__ import annotations
 
 from typing import Callable
 
-from evaluation.baselines.elastix import ElastixMethod, elastix_affine, elastix_bspline, elastix_rigid
-from evaluation.baselines.identity import IdentityMethod
-from evaluation.baselines.sift import SiftMethod
-from evaluation.interface import RegistrationMethod
+from firereg.evaluation.baselines.elastix import (
+    ElastixMethod,
+    elastix_affine,
+    elastix_bspline,
+    elastix_rigid,
+)
+from firereg.evaluation.baselines.identity import IdentityMethod
+from firereg.evaluation.baselines.sift import SiftMethod
+from firereg.evaluation.results import RegistrationMethod
 
 __all__ = [
     "METHODS",

@@ -28,10 +28,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+from firereg.evaluation.results import (
+    DisplacementFieldResult,
+    MatrixResult,
+    RegistrationResult,
+)
+from firereg.transforms.fov import estimate_fov_mask
 from scipy import ndimage
-
-from evaluation.interface import DisplacementFieldResult, MatrixResult, RegistrationResult
-from transforms.fov import estimate_fov_mask
 
 __all__ = [
     "ElastixMethod",

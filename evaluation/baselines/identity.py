@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from evaluation.interface import MatrixResult
+from firereg.evaluation.results import MatrixResult
 
 __all__ = ["IdentityMethod"]
 

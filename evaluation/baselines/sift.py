@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from firereg.evaluation.results import MatrixResult
+from firereg.transforms.fov import estimate_fov_mask
 from scipy import ndimage
-
-from evaluation.interface import MatrixResult
-from transforms.fov import estimate_fov_mask
 
 __all__ = ["SiftMethod", "sift_features"]
 

@@ -1,0 +1,266 @@
+"""The one interface every registration method implements (see shared DESIGN.md).
+
+A method registers a *moving* image onto a *fixed* image and returns a
+:class:`RegistrationResult`. All points are ``(x, y)`` = (column, row) in pixels of the
+full-resolution image they belong to, pixel centres at integers. All image arrays are
+row-major NumPy arrays ``(H, W)`` or ``(H, W, C)`` (``array[y, x]``), as PIL and OpenCV
+give them.
+
+Every result can
+- map points of the fixed image into the moving image (``fixed_to_moving``), which is
+  what a displacement field sampled by MONAI ``Warp`` and what elastix/transformix give;
+- map points of the moving image into the fixed image where the transform is invertible
+  (``moving_to_fixed``; raises :class:`NotInvertibleError` otherwise);
+- warp the moving image onto the fixed image grid (``warp_moving``).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+from firereg.transforms.coords import scale_points
+
+__all__ = [
+    "NotInvertibleError",
+    "RegistrationResult",
+    "MatrixResult",
+    "DisplacementFieldResult",
+    "ScaledResult",
+    "RegistrationMethod",
+    "ResizedMethod",
+    "check_points",
+]
+
+
+class NotInvertibleError(RuntimeError):
+    """Raised by ``moving_to_fixed`` when a result's transform has no usable inverse."""
+
+
+def check_points(points: np.ndarray) -> np.ndarray:
+    """Return ``points`` as a float64 (N, 2) array, or raise ``ValueError`` quoting the shape."""
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise ValueError(f"points must have shape (N, 2) as (x, y) pixels, got {pts.shape}")
+    return pts
+
+
+class RegistrationResult(abc.ABC):
+    """A registration of a moving image onto a fixed image, in full-resolution pixels.
+
+    Attributes:
+        fixed_shape: ``(H, W)`` of the fixed image, pixels.
+        moving_shape: ``(H, W)`` of the moving image, pixels.
+    """
+
+    #: whether ``moving_to_fixed`` is available
+    invertible: bool = False
+
+    def __init__(self, fixed_shape: tuple[int, int], moving_shape: tuple[int, int]) -> None:
+        self.fixed_shape = (int(fixed_shape[0]), int(fixed_shape[1]))
+        self.moving_shape = (int(moving_shape[0]), int(moving_shape[1]))
+
+    @abc.abstractmethod
+    def fixed_to_moving(self, points: np.ndarray) -> np.ndarray:
+        """Map (N, 2) ``(x, y)`` points of the fixed image to the moving image, pixels."""
+
+    def moving_to_fixed(self, points: np.ndarray) -> np.ndarray:
+        """Map (N, 2) ``(x, y)`` points of the moving image to the fixed image, pixels.
+
+        Raises:
+            NotInvertibleError: if the transform has no usable inverse.
+        """
+        raise NotInvertibleError(f"{type(self).__name__} cannot map moving points to the fixed image")
+
+    def sampling_grid(self) -> tuple[np.ndarray, np.ndarray]:
+        """For every fixed pixel, the moving-image position it samples: ``(map_x, map_y)``.
+
+        Returns two float32 arrays of shape ``fixed_shape`` (OpenCV ``remap`` maps).
+        """
+        h, w = self.fixed_shape
+        ys, xs = np.mgrid[0:h, 0:w]
+        pts = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float64)
+        mapped = self.fixed_to_moving(pts)
+        return (
+            mapped[:, 0].reshape(h, w).astype(np.float32),
+            mapped[:, 1].reshape(h, w).astype(np.float32),
+        )
+
+    def warp_moving(self, moving: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+        """Resample the moving image ``(H, W[, C])`` onto the fixed grid; outside is 0.
+
+        Raises:
+            ValueError: if ``moving`` does not have ``moving_shape``.
+        """
+        moving = np.asarray(moving)
+        if tuple(moving.shape[:2]) != self.moving_shape:
+            raise ValueError(
+                f"moving image has shape {moving.shape[:2]}, the registration expects {self.moving_shape}"
+            )
+        map_x, map_y = self.sampling_grid()
+        src = moving.astype(np.float32) if moving.dtype == bool else moving
+        out = cv2.remap(src, map_x, map_y, interpolation, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return out.astype(moving.dtype) if moving.dtype == bool else out
+
+
+class MatrixResult(RegistrationResult):
+    """A homography/affine ``matrix`` (3×3) mapping fixed ``(x, y, 1)`` to moving pixels."""
+
+    def __init__(self, matrix: np.ndarray, fixed_shape: tuple[int, int], moving_shape: tuple[int, int]) -> None:
+        super().__init__(fixed_shape, moving_shape)
+        m = np.asarray(matrix, dtype=np.float64)
+        if m.shape != (3, 3):
+            raise ValueError(f"matrix must be 3x3, got {m.shape}")
+        self.matrix = m
+        self.invertible = bool(abs(np.linalg.det(m)) > 1e-12)
+
+    @staticmethod
+    def _apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+        pts = check_points(points)
+        hom = np.c_[pts, np.ones(len(pts))] @ matrix.T
+        return hom[:, :2] / hom[:, 2:3]
+
+    def fixed_to_moving(self, points: np.ndarray) -> np.ndarray:
+        return self._apply(self.matrix, points)
+
+    def moving_to_fixed(self, points: np.ndarray) -> np.ndarray:
+        if not self.invertible:
+            raise NotInvertibleError(f"singular matrix {self.matrix.tolist()}")
+        return self._apply(np.linalg.inv(self.matrix), points)
+
+
+class DisplacementFieldResult(RegistrationResult):
+    """A dense displacement field on the fixed grid: fixed ``p`` maps to ``p + field[:, y, x]``.
+
+    Args:
+        field: (2, H, W) array, channel 0 = x displacement, channel 1 = y displacement, in
+            pixels of the moving image; defined at every fixed pixel.
+        moving_shape: ``(H, W)`` of the moving image; defaults to the field's grid.
+    """
+
+    def __init__(self, field: np.ndarray, moving_shape: tuple[int, int] | None = None) -> None:
+        f = np.asarray(field, dtype=np.float32)
+        if f.ndim != 3 or f.shape[0] != 2:
+            raise ValueError(f"field must have shape (2, H, W), got {f.shape}")
+        super().__init__(f.shape[1:], moving_shape or f.shape[1:])
+        self.field = f
+
+    def fixed_to_moving(self, points: np.ndarray) -> np.ndarray:
+        pts = check_points(points)
+        if len(pts) == 0:
+            return pts.copy()
+        # OpenCV's remap needs maps narrower than 32767: lay the points out in rows of 4096
+        n = len(pts)
+        rows = -(-n // 4096)
+        padded = np.zeros((rows * 4096, 2), dtype=np.float32)
+        padded[:n] = pts
+        map_x = padded[:, 0].reshape(rows, 4096)
+        map_y = padded[:, 1].reshape(rows, 4096)
+        disp = [
+            cv2.remap(self.field[c], map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).ravel()[:n]
+            for c in range(2)
+        ]
+        return pts + np.stack(disp, axis=1).astype(np.float64)
+
+    def sampling_grid(self) -> tuple[np.ndarray, np.ndarray]:
+        h, w = self.fixed_shape
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        return xs + self.field[0], ys + self.field[1]
+
+
+class ScaledResult(RegistrationResult):
+    """A result computed on resized images, presented in full-resolution pixels.
+
+    Points are scaled with :func:`firereg.transforms.coords.scale_points` (pixel-centre convention).
+    """
+
+    def __init__(
+        self,
+        inner: RegistrationResult,
+        fixed_shape: tuple[int, int],
+        moving_shape: tuple[int, int],
+    ) -> None:
+        super().__init__(fixed_shape, moving_shape)
+        self.inner = inner
+        self.invertible = inner.invertible
+
+    def _sizes(self) -> tuple[tuple[int, int], ...]:
+        full_f = (self.fixed_shape[1], self.fixed_shape[0])
+        full_m = (self.moving_shape[1], self.moving_shape[0])
+        work_f = (self.inner.fixed_shape[1], self.inner.fixed_shape[0])
+        work_m = (self.inner.moving_shape[1], self.inner.moving_shape[0])
+        return full_f, full_m, work_f, work_m
+
+    def fixed_to_moving(self, points: np.ndarray) -> np.ndarray:
+        full_f, full_m, work_f, work_m = self._sizes()
+        inner = self.inner.fixed_to_moving(scale_points(check_points(points), full_f, work_f))
+        return scale_points(inner, work_m, full_m)
+
+    def moving_to_fixed(self, points: np.ndarray) -> np.ndarray:
+        full_f, full_m, work_f, work_m = self._sizes()
+        inner = self.inner.moving_to_fixed(scale_points(check_points(points), full_m, work_m))
+        return scale_points(inner, work_f, full_f)
+
+
+@runtime_checkable
+class RegistrationMethod(Protocol):
+    """What the benchmark calls. ``name`` is the label used in every table and plot."""
+
+    name: str
+
+    def register(
+        self,
+        fixed: np.ndarray,
+        moving: np.ndarray,
+        fixed_mask: np.ndarray | None = None,
+        moving_mask: np.ndarray | None = None,
+    ) -> RegistrationResult:
+        """Register ``moving`` onto ``fixed``.
+
+        Args:
+            fixed: (H, W, 3) RGB uint8 (or (H, W)) fixed image, row-major.
+            moving: (H', W', 3) RGB uint8 (or (H', W')) moving image, row-major.
+            fixed_mask: (H, W) bool field of view of the fixed image, or None.
+            moving_mask: (H', W') bool field of view of the moving image, or None.
+
+        Returns:
+            The registration, in the pixels of the arrays given.
+        """
+        ...
+
+
+class ResizedMethod:
+    """Run ``method`` at a working size (longest side ``size`` px) and answer in full resolution."""
+
+    def __init__(self, method: RegistrationMethod, size: int) -> None:
+        if size <= 0:
+            raise ValueError(f"working size must be positive, got {size}")
+        self.method = method
+        self.size = int(size)
+        self.name = method.name
+
+    def _resize(self, image: np.ndarray | None, nearest: bool = False) -> np.ndarray | None:
+        if image is None:
+            return None
+        h, w = image.shape[:2]
+        scale = self.size / max(h, w)
+        new = (max(1, round(w * scale)), max(1, round(h * scale)))
+        if new == (w, h):
+            return image
+        if image.dtype == bool:
+            return cv2.resize(image.astype(np.uint8), new, interpolation=cv2.INTER_NEAREST).astype(bool)
+        return cv2.resize(image, new, interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
+
+    def register(
+        self,
+        fixed: np.ndarray,
+        moving: np.ndarray,
+        fixed_mask: np.ndarray | None = None,
+        moving_mask: np.ndarray | None = None,
+    ) -> RegistrationResult:
+        inner = self.method.register(
+            self._resize(fixed), self._resize(moving), self._resize(fixed_mask), self._resize(moving_mask)
+        )
+        return ScaledResult(inner, fixed.shape[:2], moving.shape[:2])

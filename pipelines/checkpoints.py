@@ -1,0 +1,86 @@
+"""firereg checkpoints: one format, one atomic save, one load with checks.
+
+A checkpoint is a ``torch.save`` dict: ``model_type`` (voxelmorph/affine/cascade),
+``net_kwargs``, ``state_dict``, ``size`` (working size, px), ``channel``, plus training
+state (``epoch``, ``optimizer``, ...). A *run* folder holds ``best.pt`` and ``last.pt``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from firereg.pipelines.nn.networks import MODEL_TYPES, build_network
+
+__all__ = ["CheckpointError", "resolve_checkpoint", "load_checkpoint", "load_model", "save_checkpoint"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is unreadable, incomplete, or of another model type."""
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file from a run folder (``best.pt``, else ``last.pt``) or a file path.
+
+    Raises:
+        FileNotFoundError: naming the path when nothing usable is there.
+    """
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / name).is_file():
+                return path / name
+        raise FileNotFoundError(f"run folder {path} has no best.pt or last.pt")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return path
+
+
+def load_checkpoint(path: str | Path, expected_type: str | None = None) -> dict:
+    """Load a checkpoint dict (CPU), checking its keys and, if given, its model type.
+
+    Raises:
+        FileNotFoundError: naming the missing path.
+        CheckpointError: naming the file if unreadable, incomplete or of another type.
+    """
+    path = resolve_checkpoint(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from None
+    missing = {"model_type", "net_kwargs", "state_dict", "size", "channel"} - set(ckpt if isinstance(ckpt, dict) else {})
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is not a firereg checkpoint (missing {sorted(missing)})")
+    if ckpt["model_type"] not in MODEL_TYPES:
+        raise CheckpointError(f"checkpoint {path} has unknown model type {ckpt['model_type']!r}")
+    if expected_type is not None and ckpt["model_type"] != expected_type:
+        raise CheckpointError(
+            f"checkpoint {path} holds a {ckpt['model_type']!r} model, expected {expected_type!r}"
+        )
+    ckpt["path"] = str(path)
+    return ckpt
+
+
+def load_model(path: str | Path, expected_type: str | None = None) -> tuple[torch.nn.Module, dict]:
+    """The network of a checkpoint in eval mode, and the checkpoint dict."""
+    ckpt = load_checkpoint(path, expected_type)
+    net = build_network(ckpt["model_type"], **ckpt["net_kwargs"])
+    try:
+        net.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint {ckpt['path']} does not fit a {ckpt['model_type']} network: {err}") from None
+    return net.eval(), ckpt
+
+
+def save_checkpoint(state: Mapping, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then ``os.replace`` it into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        torch.save(dict(state), handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return path

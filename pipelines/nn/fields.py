@@ -1,0 +1,82 @@
+"""Displacement-field helpers shared by the networks, inference and the examples.
+
+A DDF is (B, D, *spatial) in pixels (voxels) of its grid, channel ``i`` = displacement along
+spatial axis ``i``; it maps the fixed grid into the moving image (``p -> p + u(p)``), see
+:mod:`firereg.transforms.coords` for the layouts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["identity_grid", "pad_to_multiple", "crop_to", "affine_to_ddf", "ddf_to_field_yx", "resample_ddf"]
+
+
+def identity_grid(spatial: Sequence[int], device=None, dtype=torch.float32) -> torch.Tensor:
+    """(D, *spatial) tensor of pixel index coordinates, channel ``i`` = index along axis ``i``."""
+    axes = [torch.arange(n, device=device, dtype=dtype) for n in spatial]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """Zero-pad the spatial dims of (B, C, *spatial) at the end up to a multiple; returns the pads.
+
+    Padding only at the end keeps index coordinates (and so displacements) unchanged.
+    """
+    spatial = x.shape[2:]
+    pads = [(0, (-n) % multiple) for n in spatial]
+    flat: list[int] = []
+    for before, after in reversed(pads):  # F.pad wants the last axis first
+        flat += [before, after]
+    return (F.pad(x, flat) if any(flat) else x), pads
+
+
+def crop_to(x: torch.Tensor, spatial: Sequence[int]) -> torch.Tensor:
+    return x[(slice(None), slice(None), *[slice(0, n) for n in spatial])]
+
+
+def affine_to_ddf(matrix: torch.Tensor, spatial: Sequence[int]) -> torch.Tensor:
+    """DDF (B, 2, *spatial) of affines (B, 2, 3) acting on pixel index coordinates.
+
+    ``matrix`` maps a fixed pixel ``p`` (index order, i.e. (x, y) for PILReader images) to
+    ``A[:, :2] @ p + A[:, 2]`` in the moving image; the DDF is that minus ``p``.
+    """
+    grid = identity_grid(spatial, device=matrix.device, dtype=matrix.dtype)  # (2, *spatial)
+    flat = grid.reshape(2, -1)
+    mapped = torch.einsum("bij,jn->bin", matrix[:, :, :2], flat) + matrix[:, :, 2:]
+    return (mapped - flat).reshape(matrix.shape[0], 2, *spatial)
+
+
+def ddf_to_field_yx(ddf: torch.Tensor) -> np.ndarray:
+    """One DDF (2, W, H) in PILReader layout → (2, H, W) row-major field, channel 0 = dx."""
+    if ddf.ndim != 3 or ddf.shape[0] != 2:
+        raise ValueError(f"expected a (2, W, H) DDF, got {tuple(ddf.shape)}")
+    return ddf.detach().cpu().permute(0, 2, 1).numpy().astype(np.float32)
+
+
+def resample_ddf(ddf: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """A pixel/voxel DDF (B, D, *spatial) on another grid of the same field of view, 2D or 3D.
+
+    Pixel-centre (``align_corners=False``) geometry, as MONAI ``Resize``: pixel ``q`` of the
+    new grid is ``(q + 0.5) r - 0.5`` of the old (``r = old / new``), and displacements are
+    rescaled to the new grid's pixels. Returns ``ddf`` itself when the grid is unchanged.
+
+    Raises:
+        ValueError: if ``ddf`` is not (B, D, *spatial) with D spatial axes, or ``shape`` has
+            another number of axes.
+    """
+    dims = ddf.ndim - 2
+    if dims not in (2, 3) or ddf.shape[1] != dims or len(shape) != dims:
+        raise ValueError(f"expected a (B, D, *spatial) DDF with D = 2 or 3 and a {dims}-axis shape, "
+                         f"got {tuple(ddf.shape)} and {tuple(shape)}")
+    old = tuple(ddf.shape[2:])
+    if old == tuple(shape):
+        return ddf
+    mode = "bilinear" if dims == 2 else "trilinear"
+    ratio = torch.as_tensor([n / o for n, o in zip(shape, old)], dtype=ddf.dtype, device=ddf.device)
+    resized = F.interpolate(ddf, size=tuple(shape), mode=mode, align_corners=False)
+    return resized * ratio.view(1, dims, *([1] * dims))

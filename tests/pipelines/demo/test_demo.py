@@ -1,0 +1,309 @@
+"""Tests of ``firereg demo`` (firereg.pipelines.demo.run) and its report figures (firereg.evaluation.report.gallery).
+
+The pieces are tested on toy tables and fake methods; the end-to-end test runs the whole
+demo on 9 generated pairs at 128 px (3 per category, so the validation split holds one S,
+one P and one A pair) with a 0.1-minute budget at a 32 px training size, then runs it again
+through the CLI and checks that nothing finished is redone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from firereg.evaluation.report.gallery import (
+    PICK_COLUMNS,
+    deformation_grid,
+    grid_lines,
+    make_gallery,
+    pick_gallery_pairs,
+    plot_error_boxplot,
+)
+from firereg.evaluation.results import MatrixResult
+from firereg.pipelines.cli.app import app
+from firereg.pipelines.demo.run import (
+    DemoConfig,
+    DemoPaths,
+    demo_train_config,
+    format_value,
+    markdown_table,
+    prepare_split,
+    reading,
+    run_demo,
+    train_model,
+)
+from firereg.pipelines.training.engine import TrainConfig
+from firereg.transforms.fire_generator import GeneratorConfig, make_fire_dataset
+from firereg.transforms.fire_reader import read_fire
+from PIL import Image
+from typer.testing import CliRunner
+
+runner = CliRunner()
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _pairs(rows: list[tuple[str, str, str, float, str]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["method", "pair", "category", "mean_error", "status"])
+
+
+# ----------------------------------------------------------------------------- gallery picks
+
+
+def test_pick_best_median_worst():
+    pairs = _pairs([
+        ("a", "S01", "S", 3.0, "ok"),
+        ("a", "P01", "P", 1.0, "ok"),
+        ("a", "A01", "A", 0.5, "failed"),  # failed: counts as inf whatever its error column says
+        ("a", "S03", "S", 2.0, "ok"),
+        ("a", "S02", "S", 2.0, "ok"),  # ties go by name: S02 before S03
+        ("b", "S01", "S", 4.0, "ok"),
+        ("c", "S01", "S", 5.0, "ok"),
+        ("c", "P01", "P", 1.5, "ok"),
+    ])
+    picks = pick_gallery_pairs(pairs)
+    assert list(picks.columns) == PICK_COLUMNS
+    got = {(r.method, r.role): r.pair for r in picks.itertuples()}
+    assert got == {
+        ("a", "best"): "P01", ("a", "median"): "S03", ("a", "worst"): "A01",  # order P01, S02, S03, S01, A01
+        ("b", "best"): "S01", ("b", "median"): "S01", ("b", "worst"): "S01",
+        ("c", "best"): "P01", ("c", "median"): "P01", ("c", "worst"): "S01",
+    }
+    assert math.isinf(picks.set_index(["method", "role"]).loc[("a", "worst"), "mean_error"])
+    with pytest.raises(ValueError, match="lacks columns"):
+        pick_gallery_pairs(pairs.drop(columns="status"))
+
+
+def test_error_boxplot_writes_a_png(tmp_path):
+    pairs = _pairs([
+        ("identity", "S01", "S", 9.0, "ok"), ("identity", "P01", "P", 40.0, "ok"),
+        ("sift", "S01", "S", 1.2, "ok"), ("sift", "P01", "P", float("inf"), "failed"),
+    ])  # no A pairs: panels S, P, all
+    path = plot_error_boxplot(pairs, tmp_path / "box.png")
+    with Image.open(path) as image:
+        assert image.size[0] > 400 and image.size[1] > 200
+
+
+def test_deformation_grid_follows_a_known_shift():
+    """With fixed -> moving x + 3, the moving grid's vertical lines (x = 0, 16, ...) appear at fixed x = 13, 29, ..."""
+    fixed = np.full((128, 128, 3), 90, dtype=np.uint8)
+    shift = np.array([[1, 0, 3.0], [0, 1, 0], [0, 0, 1]])
+    picture = deformation_grid(MatrixResult(shift, (128, 128), (128, 128)), fixed, lines=8)
+    assert picture.shape == (128, 128, 3) and picture.dtype == np.uint8
+    yellow = (picture[..., 0] > 200) & (picture[..., 2] < 50)
+    row = yellow[40]  # between horizontal lines (y = 32, 48)
+    assert row[[13, 29, 45]].all() and not row[[12, 14, 16, 32]].any()
+    assert grid_lines((10, 20), lines=2).shape == (10, 20)
+    with pytest.raises(ValueError, match="fixed image has shape"):
+        deformation_grid(MatrixResult(shift, (64, 64), (64, 64)), fixed)
+
+
+class _Counting:
+    """A fake method: identity (or a failure), counting its registrations."""
+
+    def __init__(self, name: str, fail: bool = False) -> None:
+        self.name, self.fail, self.calls = name, fail, []
+
+    def register(self, fixed, moving, fixed_mask=None, moving_mask=None):
+        self.calls.append(fixed.shape)
+        if self.fail:
+            raise RuntimeError("no transform")
+        return MatrixResult(np.eye(3), fixed.shape[:2], moving.shape[:2])
+
+
+def test_make_gallery_draws_each_method_once_and_reuses_it(fire_data, tmp_path):
+    manifest = read_fire(fire_data)
+    pairs = _pairs(
+        [("good", r.name, r.category, float(i + 1), "ok") for i, r in enumerate(manifest.itertuples())]
+        + [("bad", r.name, r.category, float("inf"), "failed") for r in manifest.itertuples()]
+    )
+    methods = {"good": _Counting("good"), "bad": _Counting("bad", fail=True)}
+    figures = make_gallery(pairs, manifest, methods, tmp_path, deformation_methods=["good"], max_side=96, progress=False)
+    assert [p.name for p in figures["gallery"]] == ["good.png", "bad.png"]
+    assert [p.name for p in figures["deformation"]] == ["good.png"]
+    for path in figures["gallery"] + figures["deformation"]:
+        assert path.is_file() and path.stat().st_size > 1000
+    assert len(methods["good"].calls) == 3  # best, median, worst: 3 distinct pairs
+    assert len(methods["bad"].calls) == 3  # all failed (all inf): ordered by name, failures drawn as such
+    assert len(pd.read_csv(tmp_path / "gallery" / "index.csv")) == 6
+    # unchanged picks: nothing is registered again; a changed error redraws that method only
+    make_gallery(pairs, manifest, methods, tmp_path, deformation_methods=["good"], progress=False)
+    assert (len(methods["good"].calls), len(methods["bad"].calls)) == (3, 3)
+    pairs.loc[pairs["method"] == "good", "mean_error"] *= 2
+    make_gallery(pairs, manifest, methods, tmp_path, deformation_methods=["good"], progress=False)
+    assert (len(methods["good"].calls), len(methods["bad"].calls)) == (6, 3)
+    with pytest.raises(ValueError, match="no method given"):
+        make_gallery(pairs, manifest, {"good": methods["good"]}, tmp_path, progress=False)
+
+
+# ----------------------------------------------------------------------------- report text
+
+
+def test_markdown_table_and_reading():
+    summary = pd.DataFrame({
+        "method": ["identity", "elastix-bspline", "cascade", "cascade+tto"],
+        "n_pairs": [3, 3, 3, 3],
+        "auc_S": [0.5, 0.9, 0.8, 0.85], "auc_P": [0.0, 0.2, 0.5, 0.5], "auc_A": [0.5, 0.7, 0.8, float("nan")],
+        "mAUC": [0.3333, 0.6, 0.7, 0.675],
+        "median_error": [9.0, 3.0, 2.5, 2.25], "failed": [0, 1, 0, 0],
+        "median_seconds": [0.0, 10.0, 0.02, 0.3],
+    })
+    lines = markdown_table(summary)
+    assert lines[0] == "| method | n_pairs | auc_S | auc_P | auc_A | mAUC | median_error | failed | median_seconds |"
+    assert lines[5].startswith("| cascade+tto | 3 | 0.850 | 0.500 | – | 0.675 | 2.250 | 0 | 0.300 |")
+    assert (format_value(float("inf")), format_value(np.float32(0.12345)), format_value(7)) == ("inf", "0.123", "7")
+    text = "\n".join(reading(summary, "cascade", "cascade+tto"))
+    assert "Best method by mAUC: **cascade** (mAUC 0.700)" in text
+    assert "**cascade** beats elastix-bspline overall (mAUC 0.700 vs 0.600) and beats it on the P pairs" in text
+    assert "**cascade+tto** beats elastix-bspline overall (mAUC 0.675 vs 0.600)" in text
+    assert "Test-time refinement (50 steps per pyramid level) lowers the cascade's mAUC from 0.700 to 0.675" in text
+    assert "from 2.500 px to 2.250 px" in text and "elastix-bspline 1" in text
+    summary.loc[3, "mAUC"] = 0.7001
+    assert "Test-time refinement (50 steps per pyramid level) leaves the cascade's mAUC at 0.700 and" in "\n".join(
+        reading(summary, "cascade", "cascade+tto"))
+
+
+def test_config_and_split_errors(fire_data, tmp_path):
+    with pytest.raises(ValueError, match="budget_minutes"):
+        DemoConfig(budget_minutes=0).validate()
+    with pytest.raises(ValueError, match="baselines"):
+        DemoConfig(baselines=("sift", "warp-drive")).validate()
+    with pytest.raises(ValueError, match="TrainConfig.size"):
+        DemoConfig(train=TrainConfig(size=8)).validate()
+    config = DemoConfig(budget_minutes=2.5).train_config()
+    assert (config.model, config.budget_minutes) == ("cascade", 2.5)
+    assert demo_train_config(3.0).budget_minutes == 3.0
+    manifest = read_fire(fire_data)
+    split = prepare_split(manifest, tmp_path / "split.csv", seed=0, val_fraction=0.4)
+    again = prepare_split(manifest, tmp_path / "split.csv", seed=5, val_fraction=0.4)  # reused, not redrawn
+    pd.testing.assert_frame_equal(split, again)
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "split.csv"))):
+        prepare_split(manifest.iloc[:3], tmp_path / "split.csv", seed=0, val_fraction=0.4)
+
+
+def test_train_model_reuses_finished_and_resumes_interrupted_runs(tmp_path, monkeypatch):
+    """The decisions around firereg.pipelines.training.engine.train, with train itself replaced by a recorder."""
+    import firereg.pipelines.demo.run as demo
+    import firereg.pipelines.training.engine as training
+
+    calls = []
+
+    def fake_train(config, data, out, resume=False, progress=True, num_threads=None):
+        calls.append((config.budget_minutes, resume))
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "last.pt").write_text("state")
+        return {"best_mauc": 0.5, "epochs": 1, "steps": 4, "seconds": 30.0, "stopped": "budget"}
+
+    monkeypatch.setattr(training, "train", fake_train)
+    monkeypatch.setattr(training, "run_config", lambda out: TrainConfig(model="cascade", size=64, budget_minutes=None))
+    monkeypatch.setattr(demo, "_elapsed_seconds", lambda run: 90.0)
+    paths = DemoPaths(tmp_path / "out")
+    data = tmp_path / "fire"
+    config = demo_train_config(2.0)
+    # an interrupted run (last.pt, no demo_training.json): resumed with the run's settings, for the rest of the budget
+    paths.run.mkdir(parents=True)
+    (paths.run / "last.pt").write_text("state")
+    info = train_model(config, data, paths, progress=False, num_threads=1)
+    assert calls == [(0.5, True)]
+    assert info["resumed"] and not info["reused"] and info["total_seconds"] == 120.0
+    assert info["config"]["size"] == 64 and info["budget_minutes"] == 2.0
+    # finished: reused without calling train
+    again = train_model(config, data, paths, progress=False, num_threads=1)
+    assert len(calls) == 1 and again["reused"] and again["result"] == info["result"]
+    with pytest.raises(ValueError, match="was trained on"):
+        train_model(config, tmp_path / "other", paths, progress=False, num_threads=1)
+    # a fresh run
+    fresh = train_model(config, data, DemoPaths(tmp_path / "new"), progress=False, num_threads=1)
+    assert calls[-1] == (2.0, False) and not fresh["resumed"] and fresh["total_seconds"] == 30.0
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def _report_table(text: str) -> pd.DataFrame:
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| method | n_pairs |"))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return pd.DataFrame(rows, columns=[c.strip() for c in lines[start].strip("|").split("|")])
+
+
+def _same_number(cell: str, value) -> bool:
+    if cell == "–":
+        return bool(pd.isna(value))
+    if cell == "inf":
+        return math.isinf(float(value))
+    try:
+        return abs(float(cell) - float(value)) <= 5e-4
+    except ValueError:
+        return cell == str(value)
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_and_rerun_reuses_everything(tmp_path):
+    data = make_fire_dataset(tmp_path / "fire", GeneratorConfig(size=128, pairs={"S": 3, "P": 3, "A": 3}, seed=0,
+                                                                 n_points=5), progress=False)
+    out = tmp_path / "demo"
+    train = dataclasses.replace(demo_train_config(0.1), size=64, kernel_size=5)
+    config = DemoConfig(budget_minutes=0.1, size=128, train=train, num_threads=1, gallery_side=128)
+    report = run_demo(config, data, out, progress=False)
+
+    folder = out / "report"
+    assert report == folder / "report.md"
+    methods = ["identity", "elastix-rigid", "elastix-affine", "elastix-bspline", "sift", "cascade", "cascade+tto"]
+    promised = [
+        "report.md", "summary.csv", "summary.md", "pairs.csv", "points.csv", "split.csv", "training_log.csv",
+        "success_rate.png", "error_boxplot.png", "gallery/index.csv", "deformation/cascade.png",
+        "deformation/cascade+tto.png", *(f"gallery/{m}.png" for m in methods),
+    ]
+    for name in promised:
+        assert (folder / name).is_file() and (folder / name).stat().st_size > 0, name
+    for path in (out / "split.csv", out / "run" / "best.pt", out / "run" / "demo_training.json"):
+        assert path.is_file(), path
+
+    text = report.read_text()
+    summary = pd.read_csv(folder / "summary.csv")
+    assert list(summary["method"]) == methods
+    table = _report_table(text)
+    assert list(table.columns) == list(summary.columns) and len(table) == len(summary)
+    for (_, shown), (_, row) in zip(table.iterrows(), summary.iterrows()):
+        for column in summary.columns:
+            assert _same_number(shown[column], row[column]), (column, shown[column], row[column])
+    validation = pd.read_csv(folder / "split.csv").query("split == 'validation'")
+    assert sorted(validation["category"]) == ["A", "P", "S"] and (summary["n_pairs"] == 3).all()
+    for needle in ("skimage.data.retina()", "P37", "S 1, P 1, A 1", "Best method by mAUC", "elastix-bspline overall",
+                   "Test-time refinement", "Training: ", "64 x 64 px", "128 px"):
+        assert needle in text, needle
+
+    # a second run (through the CLI) reuses the data, split, training and every benchmarked pair
+    records = {p: p.stat().st_mtime_ns for p in (out / "benchmark" / "records").rglob("*.json")}
+    assert len(records) == len(methods) * 3
+    training = (out / "run" / "demo_training.json").read_text()
+    last = (out / "run" / "last.pt").stat().st_mtime_ns
+    gallery = (folder / "gallery" / "cascade.png").stat().st_mtime_ns
+    args = ["demo", "--data", str(data), "--out", str(out), "--budget-minutes", "0.1", "--size", "128",
+            "--no-progress", "--threads", "1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert str(report) in result.stdout and "mAUC" in result.stdout
+    assert (out / "run" / "demo_training.json").read_text() == training
+    assert (out / "run" / "last.pt").stat().st_mtime_ns == last
+    assert {p: p.stat().st_mtime_ns for p in (out / "benchmark" / "records").rglob("*.json")} == records
+    assert (folder / "gallery" / "cascade.png").stat().st_mtime_ns == gallery
+    assert "0 (method, pair) registrations run now, 21 reused" in report.read_text()
+    pd.testing.assert_frame_equal(pd.read_csv(folder / "summary.csv"), summary)
+    assert json.loads(training)["result"]["steps"] >= 1
+
+    # another working size cannot reuse these records
+    result = runner.invoke(app, args[:-4] + ["96", "--no-progress"])
+    assert result.exit_code == 2 and "--size 128" in result.stderr and "Traceback" not in result.output

@@ -1,0 +1,223 @@
+"""Tests for firereg.transforms.mnist_data (IDX files, embedded digits), firereg.evaluation.overlap and firereg.pipelines.examples.mnist_atlas."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from firereg.evaluation.overlap import dice, dice_per_label, mean_dice
+from firereg.pipelines.cli.app import app
+from firereg.transforms.mnist_data import (
+    SKLEARN_SOURCE,
+    IDXFormatError,
+    atlas_index,
+    find_mnist_files,
+    load_digit_data,
+    load_mnist,
+    load_sklearn_digits,
+    read_idx,
+    read_mnist_images,
+    read_mnist_labels,
+    write_idx,
+)
+from typer.testing import CliRunner
+
+runner = CliRunner()
+
+
+def _idx_bytes(magic: int, shape: tuple[int, ...], payload: bytes) -> bytes:
+    """An IDX file written by hand (big-endian header), independent of write_idx."""
+    return struct.pack(">I", magic) + b"".join(struct.pack(">I", n) for n in shape) + payload
+
+
+def _digit_images(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """n blurry 28 x 28 'digits': a thick vertical stroke whose position and tilt vary, labels cycle 0..9."""
+    images = np.zeros((n, 28, 28), np.uint8)
+    rows = np.arange(28)[:, None]
+    cols = np.arange(28)[None, :]
+    for k in range(n):
+        centre = 14 + rng.uniform(-2, 2) + rng.uniform(-0.15, 0.15) * (rows - 14)
+        images[k] = (255 * np.exp(-0.5 * ((cols - centre) / 2.0) ** 2) * ((rows > 4) & (rows < 24))).astype(np.uint8)
+    return images, (np.arange(n) % 10).astype(np.uint8)
+
+
+@pytest.fixture
+def mnist_dir(tmp_path: Path) -> Path:
+    """A folder of tiny MNIST-format IDX files: gzip images, plain labels (60 items)."""
+    images, labels = _digit_images(60, np.random.default_rng(0))
+    root = tmp_path / "mnist"
+    root.mkdir()
+    (root / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(_idx_bytes(2051, images.shape, images.tobytes())))
+    (root / "train-labels-idx1-ubyte").write_bytes(_idx_bytes(2049, labels.shape, labels.tobytes()))
+    return root
+
+
+# ---------------------------------------------------------------- IDX
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_read_idx_plain_and_gzip(tmp_path, compressed):
+    images = np.random.default_rng(1).integers(0, 256, size=(3, 5, 4), dtype=np.uint8)
+    labels = np.array([7, 0, 9], np.uint8)
+    raw_images = _idx_bytes(2051, images.shape, images.tobytes())
+    raw_labels = _idx_bytes(2049, labels.shape, labels.tobytes())
+    if compressed:
+        raw_images, raw_labels = gzip.compress(raw_images), gzip.compress(raw_labels)
+    (tmp_path / "im").write_bytes(raw_images)  # no suffix: gzip is detected from the bytes
+    (tmp_path / "lb").write_bytes(raw_labels)
+    np.testing.assert_array_equal(read_mnist_images(tmp_path / "im"), images)
+    np.testing.assert_array_equal(read_mnist_labels(tmp_path / "lb"), labels)
+    assert read_mnist_labels(tmp_path / "lb").dtype == np.int64
+    # other IDX types round-trip through write_idx
+    floats = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
+    np.testing.assert_array_equal(read_idx(write_idx(floats, tmp_path / "f.idx.gz")), floats)
+
+
+def test_wrong_magic_number_names_the_file(tmp_path):
+    labels = np.arange(4, dtype=np.uint8)
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(_idx_bytes(2049, labels.shape, labels.tobytes()))  # a label file under an image name
+    with pytest.raises(IDXFormatError, match=rf"{path}: wrong magic number 2049.*expected 2051"):
+        read_mnist_images(path)
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(20))
+    with pytest.raises(IDXFormatError, match=rf"{junk}: wrong magic number"):
+        read_mnist_labels(junk)
+    with pytest.raises(IDXFormatError, match=f"{junk}: not an IDX file"):
+        read_idx(junk)
+
+
+def test_truncated_and_bad_files_are_clear(tmp_path):
+    images = np.zeros((10, 28, 28), np.uint8)
+    raw = _idx_bytes(2051, images.shape, images.tobytes())
+    cut = tmp_path / "cut"
+    cut.write_bytes(raw[:-100])
+    with pytest.raises(IDXFormatError, match=rf"{cut}: truncated.*\(10, 28, 28\).*7856 bytes in all.*7756"):
+        read_mnist_images(cut)
+    short = tmp_path / "short"
+    short.write_bytes(raw[:10])
+    with pytest.raises(IDXFormatError, match=f"{short}: truncated header"):
+        read_mnist_images(short)
+    long = tmp_path / "long"
+    long.write_bytes(raw + b"xx")
+    with pytest.raises(IDXFormatError, match=f"{long}: 2 unexpected bytes"):
+        read_mnist_images(long)
+    bad_gz = tmp_path / "bad.gz"
+    bad_gz.write_bytes(gzip.compress(raw)[:50])
+    with pytest.raises(IDXFormatError, match=f"{bad_gz}: gzip data is corrupt or truncated"):
+        read_mnist_images(bad_gz)
+    with pytest.raises(FileNotFoundError, match="nothing"):
+        read_idx(tmp_path / "nothing")
+
+
+def test_find_and_load_mnist(mnist_dir, tmp_path):
+    images_path, labels_path = find_mnist_files(mnist_dir)
+    assert images_path.name == "train-images-idx3-ubyte.gz" and labels_path.name == "train-labels-idx1-ubyte"
+    data = load_mnist(mnist_dir)
+    assert data.images.shape == (60, 32, 32) and data.images.dtype == np.float32
+    assert 0.0 <= data.images.min() and data.images.max() <= 1.0
+    raw, _ = _digit_images(60, np.random.default_rng(0))
+    np.testing.assert_allclose(data.images[:, 2:30, 2:30], raw / 255.0, atol=1e-7)  # padded by 2 on every side
+    assert data.images[:, :2].max() == 0 and data.images[:, :, 30:].max() == 0
+    assert "MNIST IDX files" in data.source
+    assert load_digit_data(mnist_dir).source == data.source
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match=rf"no MNIST images file in {empty}.*train-images-idx3-ubyte\.gz"):
+        find_mnist_files(empty)
+    with pytest.raises(FileNotFoundError, match="MNIST folder not found"):
+        find_mnist_files(tmp_path / "missing")
+    # image and label counts must agree
+    (empty / "train-images-idx3-ubyte").write_bytes(_idx_bytes(2051, (2, 28, 28), bytes(2 * 28 * 28)))
+    (empty / "train-labels-idx1-ubyte").write_bytes(_idx_bytes(2049, (3,), bytes(3)))
+    with pytest.raises(ValueError, match="2 images.*3 labels"):
+        load_mnist(empty)
+
+
+def test_embedded_digits_are_sklearn_and_say_so():
+    data = load_sklearn_digits()
+    assert data.images.shape == (1797, 32, 32) and data.labels.shape == (1797,)
+    assert 0.0 <= data.images.min() and data.images.max() <= 1.0
+    assert data.images[:, :4].max() == 0 and data.images[:, :, 28:].max() == 0  # 24 x 24 digit, 4 px border
+    assert data.source == SKLEARN_SOURCE and "NOT MNIST" in data.source and "scikit-learn" in data.source
+    assert load_digit_data(None).source == SKLEARN_SOURCE
+
+
+def test_atlas_index_is_nearest_to_mean():
+    images = np.zeros((4, 2, 2), np.float32)
+    images[0] = 1.0
+    images[1] = 0.25
+    images[2] = -1.0
+    images[3] = 0.5  # mean = 0.1875 → image 1 is nearest
+    assert atlas_index(images) == 1
+
+
+# ---------------------------------------------------------------- Dice
+
+
+def test_dice_binary_and_per_label():
+    a = np.zeros((4, 4), bool)
+    b = np.zeros((4, 4), bool)
+    a[:2] = True  # 8 pixels
+    b[1:3] = True  # 8 pixels, 4 shared
+    assert dice(a, b) == pytest.approx(0.5)
+    assert dice(a, a) == 1.0
+    assert np.isnan(dice(np.zeros(3), np.zeros(3)))
+    la = np.array([[0, 1, 1], [2, 2, 3]])
+    lb = np.array([[0, 1, 2], [2, 2, 0]])
+    scores = dice_per_label(la, lb)
+    assert list(scores) == [1, 2, 3]
+    assert scores[1] == pytest.approx(2 * 1 / 3) and scores[2] == pytest.approx(2 * 2 / 5) and scores[3] == 0.0
+    with_absent = dice_per_label(la, lb, labels=[1, 4])
+    assert np.isnan(with_absent[4])
+    assert mean_dice(with_absent) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match=r"\(2, 3\) and \(3, 2\)"):
+        dice_per_label(la, lb.T)
+    with pytest.raises(ValueError, match="integer labels"):
+        dice_per_label(la + 0.5, lb)
+
+
+# ---------------------------------------------------------------- atlas training
+
+
+def test_cli_mnist_end_to_end_with_idx_files(mnist_dir, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["mnist", "--out", str(out), "--mnist", str(mnist_dir), "--digit", "1",
+                                 "--steps", "3", "--batch-size", "4", "--similarity", "mse", "--lambda", "0.1"])
+    assert result.exit_code == 0, result.output
+    for name in ("atlas_grid.png", "atlas.png", "summary.json", "model.pt"):
+        assert (out / name).is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["data_source"].startswith("MNIST IDX files") and summary["digit"] == 1
+    assert summary["similarity"] == "mse" and summary["lambda"] == 0.1 and summary["image_size"] == [32, 32]
+    assert "data: MNIST IDX files" in result.stdout and "mean NCC to the atlas" in result.stdout
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "train-images-idx3-ubyte").write_bytes(_idx_bytes(2049, (2,), bytes(2)))
+    (bad / "train-labels-idx1-ubyte").write_bytes(_idx_bytes(2049, (2,), bytes(2)))
+    result = runner.invoke(app, ["mnist", "--out", str(out), "--mnist", str(bad)])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ") and "train-images-idx3-ubyte" in result.stderr and "2051" in result.stderr
+    result = runner.invoke(app, ["mnist", "--out", str(out), "--similarity", "lncc2"])
+    assert result.exit_code == 2 and "unknown similarity" in result.stderr
+
+
+@pytest.mark.slow
+def test_atlas_training_raises_ncc_without_folding(tmp_path):
+    """Short training on the embedded digits: NCC and Dice to the atlas rise, folding stays < 1 %."""
+    from firereg.pipelines.examples.mnist_atlas import AtlasConfig, run_mnist
+
+    summary = run_mnist(tmp_path, AtlasConfig(digit=3, steps=120, batch_size=16, threads=2))
+    m = summary["metrics"]
+    assert summary["data_source"] == SKLEARN_SOURCE
+    assert m["n_images"] >= 30
+    assert m["ncc_after"] > m["ncc_before"] + 0.04, m
+    assert m["dice_after"] > m["dice_before"] + 0.04, m
+    assert m["folding_fraction"] < 0.01, m
+    assert (tmp_path / "atlas_grid.png").stat().st_size > 10_000
