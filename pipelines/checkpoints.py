@@ -13,8 +13,16 @@ from pathlib import Path
 
 import torch
 from firereg.pipelines.nn.networks import MODEL_TYPES, build_network
+from firereg.transforms.io import atomic_output
 
-__all__ = ["CheckpointError", "resolve_checkpoint", "load_checkpoint", "load_model", "save_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "resolve_checkpoint",
+    "load_checkpoint",
+    "load_model",
+    "checkpoint_state",
+    "save_checkpoint",
+]
 
 
 class CheckpointError(ValueError):
@@ -74,13 +82,37 @@ def load_model(path: str | Path, expected_type: str | None = None) -> tuple[torc
     return net.eval(), ckpt
 
 
+def checkpoint_state(
+    net: torch.nn.Module, model_type: str, net_kwargs: Mapping, size: int, channel: str, **extra
+) -> dict:
+    """The checkpoint dict of a network: the keys :func:`load_checkpoint` requires, plus ``extra``.
+
+    ``state_dict`` is copied to the CPU (detached), so the dict can be saved from any device.
+
+    Args:
+        net: the network (``build_network(model_type, **net_kwargs)`` rebuilds it).
+        model_type: one of :data:`firereg.pipelines.nn.networks.MODEL_TYPES`.
+        net_kwargs: the keyword arguments that build it.
+        size: working size in pixels (the longest side the network sees).
+        channel: the image channel it was trained on (:data:`firereg.transforms.channels.CHANNELS`).
+        extra: more keys (training state, ``domain``, provenance...).
+
+    Raises:
+        ValueError: for an unknown model type.
+    """
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"unknown model type {model_type!r}; choose one of {list(MODEL_TYPES)}")
+    state = {key: value.detach().cpu() for key, value in net.state_dict().items()}
+    return {"model_type": model_type, "net_kwargs": dict(net_kwargs), "state_dict": state,
+            "size": int(size), "channel": str(channel), **extra}
+
+
 def save_checkpoint(state: Mapping, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace`` it into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(dict(state), handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    return path
+    """``torch.save`` a checkpoint dict atomically (:func:`firereg.transforms.io.atomic_output`),
+    flushed to disk before the rename, so a ``kill -9`` leaves the old file or the new one."""
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as handle:
+            torch.save(dict(state), handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+    return Path(path)

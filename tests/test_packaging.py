@@ -10,9 +10,8 @@ import sys
 import tomllib
 from pathlib import Path
 
-import pytest
-
 import firereg
+import pytest
 
 ROOT = Path(firereg.__file__).resolve().parent
 ROOMS = ("transforms", "pipelines", "evaluation")

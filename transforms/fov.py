@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-__all__ = ["estimate_fov_mask", "read_mask"]
+__all__ = ["estimate_fov_mask", "field_of_view", "read_mask"]
 
 
 def estimate_fov_mask(image: np.ndarray, threshold: float | None = None, erode_px: int = 2) -> np.ndarray:
@@ -56,6 +56,38 @@ def estimate_fov_mask(image: np.ndarray, threshold: float | None = None, erode_p
     if erode_px > 0:
         mask = ndimage.binary_erosion(mask, iterations=erode_px)
     return mask
+
+
+def field_of_view(image: np.ndarray, mask: np.ndarray | None = None, erode_px: int = 0) -> np.ndarray:
+    """The field of view every method uses for ``image``: ``mask`` if given, else estimated, then eroded.
+
+    The one rule shared by the networks' inputs, elastix and SIFT: a given mask (FIRE's
+    ``Masks/mask.png``) wins; without one, :func:`estimate_fov_mask` finds it.
+
+    Args:
+        image: (H, W) or (H, W, C) row-major image.
+        mask: (H, W) mask of the image (non-zero inside), or None to estimate it.
+        erode_px: erosion radius in pixels applied after (0: none).
+
+    Returns:
+        Boolean (H, W) mask, True inside, row-major.
+
+    Raises:
+        ValueError: quoting both shapes if ``mask`` is not the image's (H, W), if no pixel is
+            bright enough to estimate a field of view, or if nothing is left after erosion.
+    """
+    shape = np.asarray(image).shape[:2]
+    if mask is None:
+        fov = estimate_fov_mask(image)
+    else:
+        fov = np.asarray(mask).astype(bool)
+        if fov.shape != shape:
+            raise ValueError(f"mask has shape {fov.shape}, its image has shape {shape}")
+    if erode_px > 0:
+        fov = ndimage.binary_erosion(fov, iterations=int(erode_px))
+    if not fov.any():
+        raise ValueError(f"the field-of-view mask is empty (after erosion by {erode_px} px)")
+    return fov
 
 
 def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:

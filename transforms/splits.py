@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from firereg.transforms.io import atomic_to_csv
 
-__all__ = ["DEFAULT_VAL_FRACTION", "make_split", "write_split", "read_split", "select_split"]
+__all__ = ["DEFAULT_VAL_FRACTION", "make_split", "split_or_reuse", "write_split", "read_split", "select_split"]
 
 DEFAULT_VAL_FRACTION = 45 / 134
 SPLITS = ("train", "validation")
@@ -53,12 +54,34 @@ def make_split(manifest: pd.DataFrame, val_fraction: float = DEFAULT_VAL_FRACTIO
 
 def write_split(split: pd.DataFrame, path: str | Path) -> Path:
     """Write a split to CSV (atomically: a temporary file renamed into place)."""
+    return atomic_to_csv(split[["name", "category", "split"]], path)
+
+
+def split_or_reuse(
+    manifest: pd.DataFrame, path: str | Path, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0
+) -> pd.DataFrame:
+    """The split stored at ``path`` if it is there, else one made with :func:`make_split` and written there.
+
+    A stored split must list exactly the pairs of ``manifest``: one made for other data is
+    refused rather than silently reused.
+
+    Raises:
+        ValueError: naming ``path`` and the differing pairs if it was made for other data.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    split[["name", "category", "split"]].to_csv(tmp, index=False)
-    tmp.replace(path)
-    return path
+    if not path.is_file():
+        split = make_split(manifest, val_fraction=val_fraction, seed=seed)
+        write_split(split, path)
+        return split
+    split = read_split(path)
+    extra = sorted(set(split["name"]) - set(manifest["name"]))
+    missing = sorted(set(manifest["name"]) - set(split["name"]))
+    if extra or missing:
+        raise ValueError(
+            f"{path} was made for other data (pairs not in the data: {extra}; pairs it lacks: {missing}); "
+            f"delete it or use another output folder"
+        )
+    return split
 
 
 def read_split(path: str | Path) -> pd.DataFrame:

@@ -92,6 +92,7 @@ from firereg.pipelines.nn.networks import (
 )
 from firereg.transforms.datasets import CACHE_MODES, fire_dataset
 from firereg.transforms.fire_reader import read_fire
+from firereg.transforms.io import is_atomic_temporary
 from firereg.transforms.pair_transforms import (
     CHANNELS,
     FIXED,
@@ -916,8 +917,9 @@ def _train(
         num_threads = max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))) if ranks.enabled else cores
     torch.set_num_threads(num_threads)
     if main and out.is_dir():  # temporary files of a save interrupted by a kill
-        for stale in out.glob(".*.pt.*.tmp"):
-            stale.unlink(missing_ok=True)
+        for stale in out.glob(".*.tmp-*"):
+            if is_atomic_temporary(stale):
+                stale.unlink(missing_ok=True)
     from monai.utils import set_determinism
 
     set_determinism(seed=config.seed)
