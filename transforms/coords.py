@@ -1,31 +1,116 @@
-"""Point coordinate conventions, written down once.
+"""Coordinate and layout conventions, written down once; every module points here.
 
-A point is ``(x, y)`` = (column, row) in pixels of the image it belongs to, pixel
-centres at integer positions (FIRE's control-point files use this). Images read by
-MONAI's ``PILReader`` are arrays with axis 0 = x and axis 1 = y (``reverse_indexing``),
-so a point ``(x, y)`` indexes such an array directly as ``array[..., x, y]``. NumPy,
-PIL, OpenCV and ITK's ``GetArrayFromImage`` are row-major: ``array[y, x]``.
+**Points.** A point is ``(x, y)`` = (column, row) in pixels of the image it belongs to,
+pixel centres at integer positions, at the image's **full resolution** (FIRE's
+control-point files use this: ``x_fixed y_fixed x_moving y_moving``, the fixed image being
+``<pair>_1.jpg``).
 
-Scaling between full resolution and a working resolution uses the pixel-centre
-convention ``x_to = (x_from + 0.5) * to_size / from_size - 0.5``, which is exactly the
-index-to-world affine that MONAI's ``Resize`` records in the image metadata.
+**Array layouts** (:class:`Layout`):
+
+- ``YX`` (row-major): NumPy, PIL, OpenCV, ITK's ``GetArrayFromImage`` — ``image[y, x]``,
+  an RGB image is (H, W, 3);
+- ``XY`` (MONAI ``PILReader``, reverse indexing): ``image[c, x, y]``, an RGB image is
+  (3, W, H). The networks, MONAI transforms and ``Warp`` see this layout, so their spatial
+  axis 0 is x and a point ``(x, y)`` indexes the array directly.
+
+Convert with :func:`yx_to_xy` / :func:`xy_to_yx` (images) and :func:`field_xy_to_yx` /
+:func:`field_yx_to_xy` (displacement fields); never with a hand-written transpose.
+
+**Sizes and shapes.** A *size* is ``(width, height)`` in pixels; a *shape* is NumPy's
+``(height, width)``: :func:`size_of`, :func:`shape_of`.
+
+**Resolutions.** Networks run at a working size; the full ↔ working scaling is the
+pixel-centre rule ``x_to = (x_from + 0.5) * to_size / from_size - 0.5`` (:func:`scale_points`),
+exactly the index-to-world affine that MONAI's ``Resize`` records.
+
+**Field direction** (:data:`FIELD_DIRECTION`). A displacement field ``u`` lives on the
+**fixed** grid and maps fixed to moving: the fixed pixel ``p`` corresponds to the moving
+position ``p + u(p)`` and ``warped(p) = moving(p + u(p))`` (MONAI ``Warp``, VoxelMorph,
+elastix/transformix). Row-major fields are (2, H, W) with channel 0 = dx, channel 1 = dy;
+``XY`` fields (the networks' DDFs) are (2, W, H), channel ``i`` = displacement along axis ``i``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import Enum
 
 import numpy as np
 import torch
 
-__all__ = ["Axes", "scale_points", "to_monai_points", "from_monai_points"]
+__all__ = [
+    "Layout",
+    "FIELD_DIRECTION",
+    "size_of",
+    "shape_of",
+    "yx_to_xy",
+    "xy_to_yx",
+    "field_xy_to_yx",
+    "field_yx_to_xy",
+    "scale_points",
+    "to_monai_points",
+]
+
+#: the direction of every displacement field in firereg, in words (also written into NIfTI headers)
+FIELD_DIRECTION = "fixed -> moving: p_moving = p_fixed + u(p_fixed)"
 
 
-class Axes(str, Enum):
-    """Names for the two array layouts used in this project."""
+class Layout(str, Enum):
+    """The two array layouts of a 2D image in this project."""
 
-    XY = "xy"  # array[x, y]: MONAI PILReader (reverse indexing), points (x, y)
-    YX = "yx"  # array[y, x]: NumPy / PIL / OpenCV / ITK GetArrayFromImage
+    XY = "xy"  #: ``array[c, x, y]``: MONAI PILReader (reverse indexing), the networks' layout
+    YX = "yx"  #: ``array[y, x(, c)]``: NumPy / PIL / OpenCV / ITK GetArrayFromImage
+
+
+def size_of(shape: Sequence[int]) -> tuple[int, int]:
+    """``(width, height)`` of a row-major image of ``shape`` (H, W[, C])."""
+    if len(shape) < 2:
+        raise ValueError(f"expected an (H, W[, C]) shape, got {tuple(shape)}")
+    return int(shape[1]), int(shape[0])
+
+
+def shape_of(size: Sequence[int]) -> tuple[int, int]:
+    """Row-major ``(height, width)`` of an image of ``size`` (W, H)."""
+    if len(size) != 2:
+        raise ValueError(f"expected a (width, height) size, got {tuple(size)}")
+    return int(size[1]), int(size[0])
+
+
+def yx_to_xy(image: np.ndarray) -> np.ndarray:
+    """Row-major (H, W) or (H, W, C) image → channel-first ``XY`` layout (C, W, H), contiguous.
+
+    A 2D input gets one channel. Masks are images too: (H, W) → (1, W, H).
+    """
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3:
+        raise ValueError(f"expected an (H, W) or (H, W, C) image, got shape {np.asarray(image).shape}")
+    return np.ascontiguousarray(np.transpose(arr, (2, 1, 0)))
+
+
+def xy_to_yx(image: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Channel-first ``XY`` image (C, W, H) → row-major (H, W, C) NumPy array, contiguous."""
+    arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if arr.ndim != 3:
+        raise ValueError(f"expected a (C, W, H) image, got shape {arr.shape}")
+    return np.ascontiguousarray(np.transpose(arr, (2, 1, 0)))
+
+
+def field_xy_to_yx(ddf: np.ndarray | torch.Tensor) -> np.ndarray:
+    """One ``XY`` DDF (2, W, H) → row-major field (2, H, W) float32; channel 0 stays dx."""
+    arr = ddf.detach().cpu().numpy() if isinstance(ddf, torch.Tensor) else np.asarray(ddf)
+    if arr.ndim != 3 or arr.shape[0] != 2:
+        raise ValueError(f"expected a (2, W, H) DDF, got shape {arr.shape}")
+    return np.ascontiguousarray(np.transpose(arr, (0, 2, 1)), dtype=np.float32)
+
+
+def field_yx_to_xy(field: np.ndarray) -> np.ndarray:
+    """Row-major field (2, H, W) → one ``XY`` DDF (2, W, H) float32; channel 0 stays dx."""
+    arr = np.asarray(field)
+    if arr.ndim != 3 or arr.shape[0] != 2:
+        raise ValueError(f"expected a (2, H, W) field, got shape {arr.shape}")
+    return np.ascontiguousarray(np.transpose(arr, (0, 2, 1)), dtype=np.float32)
 
 
 def scale_points(
@@ -54,16 +139,8 @@ def scale_points(
 
 
 def to_monai_points(points: np.ndarray) -> torch.Tensor:
-    """(N, 2) ``(x, y)`` points → MONAI's point layout (1, N, 2), float64."""
+    """(N, 2) ``(x, y)`` points → MONAI's point layout (1, N, 2), float64 (``XY`` index order)."""
     pts = np.asarray(points, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[1] != 2:
         raise ValueError(f"points must have shape (N, 2), got {pts.shape}")
     return torch.as_tensor(pts)[None]
-
-
-def from_monai_points(points: torch.Tensor) -> np.ndarray:
-    """MONAI's point layout (1, N, 2) → (N, 2) float64 NumPy array of ``(x, y)``."""
-    arr = np.asarray(points.detach().cpu() if isinstance(points, torch.Tensor) else points, dtype=np.float64)
-    if arr.ndim != 3 or arr.shape[0] != 1 or arr.shape[2] != 2:
-        raise ValueError(f"MONAI points must have shape (1, N, 2), got {arr.shape}")
-    return arr[0]
