@@ -47,7 +47,17 @@ from firereg.transforms.io import atomic_to_csv, atomic_write_text
 from PIL import Image
 from tqdm.auto import tqdm
 
-__all__ = ["BenchmarkConfig", "run_benchmark", "rescore_points", "load_pair", "record_name", "PAIRS_COLUMNS", "POINTS_COLUMNS"]
+__all__ = [
+    "BenchmarkConfig",
+    "run_benchmark",
+    "score_pair",
+    "register_and_score",
+    "rescore_points",
+    "load_pair",
+    "record_name",
+    "PAIRS_COLUMNS",
+    "POINTS_COLUMNS",
+]
 
 PAIRS_COLUMNS = [
     "method", "pair", "category", "mean_error", "median_error", "max_error",
@@ -113,15 +123,20 @@ def _save_overlays(result: RegistrationResult, fixed: np.ndarray, moving: np.nda
     save_png(colour_overlay(fixed, warped), folder / f"{pair}_overlay.png")
 
 
-def register_and_score(
-    spec: str,
-    label: str,
-    row: dict,
-    size: int,
-    factory: Callable[[str], RegistrationMethod],
-    overlay_dir: Path | None,
-) -> dict:
-    """Register one pair with one method and score it; never raises for the method's failures.
+def score_pair(method: RegistrationMethod, label: str, row: dict, overlay_dir: Path | None = None) -> dict:
+    """Register one manifest pair with a ready method and score it; never raises for the method's failures.
+
+    The one register-and-score routine: ``firereg benchmark`` (through :func:`register_and_score`)
+    and training's validation both call it, so both report the same numbers for the same
+    method. Errors are full-resolution pixels (FIRE protocol); points use the conventions of
+    :mod:`firereg.transforms.coords`.
+
+    Args:
+        method: the registration method, already wrapped to its benchmark size
+            (:class:`firereg.evaluation.results.ResizedMethod`) where one applies.
+        label: the ``method`` column of the record.
+        row: a manifest row (``name``, ``category``, ``fixed``, ``moving``, ``mask``, points).
+        overlay_dir: where to write the checkerboard/overlay PNGs (None: none).
 
     Returns:
         A record with the ``pairs.csv`` fields and a ``points`` list of ``points.csv`` rows.
@@ -136,7 +151,6 @@ def register_and_score(
     fixed_points = np.asarray(row["fixed_points"], dtype=np.float64)
     moving_points = np.asarray(row["moving_points"], dtype=np.float64)
     try:
-        method = _method(spec, size, factory)
         start = time.perf_counter()
         result = method.register(fixed, moving, fixed_mask, moving_mask)
         record["seconds"] = time.perf_counter() - start
@@ -163,6 +177,33 @@ def register_and_score(
     if overlay_dir is not None:
         _save_overlays(result, fixed, moving, overlay_dir, row["name"])
     return record
+
+
+def register_and_score(
+    spec: str,
+    label: str,
+    row: dict,
+    size: int,
+    factory: Callable[[str], RegistrationMethod],
+    overlay_dir: Path | None,
+) -> dict:
+    """The benchmark's worker: the method of ``spec`` at benchmark size ``size`` (built once per
+    process), then :func:`score_pair`. A method that cannot be built is a failed record."""
+    try:
+        method = _method(spec, size, factory)
+    except Exception as err:  # e.g. a missing checkpoint: failed, with the reason
+        return score_pair(_Unbuildable(err), label, row)
+    return score_pair(method, label, row, overlay_dir)
+
+
+class _Unbuildable:
+    """A method whose construction failed: every registration raises that error."""
+
+    def __init__(self, err: BaseException) -> None:
+        self.err = err
+
+    def register(self, *args, **kwargs):
+        raise self.err
 
 
 def _task(args: tuple) -> dict:
