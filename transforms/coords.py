@@ -63,14 +63,22 @@ class Layout(str, Enum):
 
 
 def size_of(shape: Sequence[int]) -> tuple[int, int]:
-    """``(width, height)`` of a row-major image of ``shape`` (H, W[, C])."""
+    """``(width, height)`` in pixels of a row-major image of ``shape`` (H, W[, C]).
+
+    Raises:
+        ValueError: quoting ``shape`` if it has fewer than two axes.
+    """
     if len(shape) < 2:
         raise ValueError(f"expected an (H, W[, C]) shape, got {tuple(shape)}")
     return int(shape[1]), int(shape[0])
 
 
 def shape_of(size: Sequence[int]) -> tuple[int, int]:
-    """Row-major ``(height, width)`` of an image of ``size`` (W, H)."""
+    """Row-major ``(height, width)`` of an image of ``size`` (W, H) pixels.
+
+    Raises:
+        ValueError: quoting ``size`` if it is not two numbers.
+    """
     if len(size) != 2:
         raise ValueError(f"expected a (width, height) size, got {tuple(size)}")
     return int(size[1]), int(size[0])
@@ -79,7 +87,11 @@ def shape_of(size: Sequence[int]) -> tuple[int, int]:
 def yx_to_xy(image: np.ndarray) -> np.ndarray:
     """Row-major (H, W) or (H, W, C) image → channel-first ``XY`` layout (C, W, H), contiguous.
 
-    A 2D input gets one channel. Masks are images too: (H, W) → (1, W, H).
+    The pixel at row ``r``, column ``c`` lands at ``[:, c, r]``. A 2D input gets one
+    channel; masks are images too: (H, W) → (1, W, H). Dtype is kept.
+
+    Raises:
+        ValueError: quoting the shape of anything but a 2D or 3D array.
     """
     arr = np.asarray(image)
     if arr.ndim == 2:
@@ -90,7 +102,14 @@ def yx_to_xy(image: np.ndarray) -> np.ndarray:
 
 
 def xy_to_yx(image: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Channel-first ``XY`` image (C, W, H) → row-major (H, W, C) NumPy array, contiguous."""
+    """Channel-first ``XY`` image (C, W, H) → row-major (H, W, C) NumPy array, contiguous.
+
+    The inverse of :func:`yx_to_xy` (a one-channel image comes back as (H, W, 1)); a tensor
+    is copied to the CPU. Dtype is kept.
+
+    Raises:
+        ValueError: quoting the shape of anything but a 3D array.
+    """
     arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
     if arr.ndim != 3:
         raise ValueError(f"expected a (C, W, H) image, got shape {arr.shape}")

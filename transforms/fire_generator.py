@@ -12,8 +12,8 @@ P overlap < 75 %; A overlap > 75 % with simulated anatomical change (lesions, ha
 vessel contrast) in the second image. Overlap is the share of the fixed image's field of
 view whose retina also lies inside the moving image's field of view.
 
-Coordinates: image points are ``(x, y)`` = (column, row) pixels, pixel centres at
-integers; source points are ``(x, y)`` pixels of the source photograph.
+Points are ``(x, y)`` pixels (:mod:`firereg.transforms.coords`) of a generated image or,
+for source points, of the source photograph (:mod:`firereg.transforms.source_retina`).
 """
 
 from __future__ import annotations
@@ -23,36 +23,37 @@ import json
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import cv2
 import numpy as np
 from firereg.transforms.fire_reader import CATEGORIES
-from firereg.transforms.fov import estimate_fov_mask
+from firereg.transforms.source_retina import (
+    SourceRetina,
+    anatomical_change,
+    load_source,
+)
 from PIL import Image
-from scipy import ndimage
-from skimage.filters import sato
 from tqdm.auto import tqdm
 
 __all__ = [
     "GeneratorConfig",
     "ViewTransform",
     "GeneratedPair",
-    "SourceRetina",
+    "SourceRetina",  # re-exported from firereg.transforms.source_retina
     "parse_pairs",
-    "load_source",
+    "load_source",  # re-exported from firereg.transforms.source_retina
     "generate_pair",
     "make_fire_dataset",
     "DEFAULT_PAIRS",
-    "FIRE_SIZED_PAIRS",
+    "fov_disk",
+    "pair_overlap",
+    "read_generator_metadata",
 ]
 
 GENERATOR_VERSION = 2
 #: the default dataset: small enough for CI
 DEFAULT_PAIRS = {"S": 12, "P": 8, "A": 4}
-#: the size of real FIRE (P37 included; it is excluded when read, as for real FIRE)
-FIRE_SIZED_PAIRS = {"S": 71, "P": 49, "A": 14}
 #: field-of-view radius as a share of the image size (FIRE's circle nearly fills the frame)
 FOV_RADIUS_FRACTION = 0.47
 #: view radius in the source as a share of the source's field-of-view radius
@@ -178,60 +179,6 @@ class ViewTransform:
 
 
 @dataclass
-class SourceRetina:
-    """A source photograph with its field of view and vessel map."""
-
-    name: str
-    rgb: np.ndarray  # (H, W, 3) float32 in [0, 1]
-    centre: tuple[float, float]  # FOV centre (x, y) px
-    radius: float  # FOV radius px
-    vessels: np.ndarray  # (H, W) float32 vesselness in [0, 1]
-    vessel_points: np.ndarray  # (M, 2) (x, y) px of strong vessel pixels
-
-
-@lru_cache(maxsize=4)
-def load_source(source: str | None = None) -> SourceRetina:
-    """Load the source photograph (``skimage.data.retina()`` when None) and map its vessels.
-
-    Raises:
-        FileNotFoundError: naming ``source`` if missing.
-        ValueError: naming ``source`` if it is not a readable colour image.
-    """
-    if source is None:
-        from skimage.data import retina
-
-        rgb8 = retina()
-        name = "skimage.data.retina()"
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"source image not found: {path}")
-        try:
-            with Image.open(path) as im:
-                rgb8 = np.asarray(im.convert("RGB"))
-        except Exception as err:
-            raise ValueError(f"cannot read source image {path}: {err}") from None
-        name = str(path)
-    if min(rgb8.shape[:2]) < 256:
-        raise ValueError(f"source image {name} is too small ({rgb8.shape[1]}x{rgb8.shape[0]}); need >= 256 px")
-    rgb = rgb8.astype(np.float32) / 255.0
-    fov = estimate_fov_mask(rgb8, erode_px=4)
-    ys, xs = np.nonzero(fov)
-    centre = (float(xs.mean()), float(ys.mean()))
-    radius = float(np.sqrt(fov.sum() / np.pi))
-    green = rgb[..., 1]
-    vessels = sato(green, sigmas=[1.5, 2.5, 4.0], black_ridges=True).astype(np.float32)
-    inner = ndimage.binary_erosion(fov, iterations=max(8, int(0.04 * radius)))
-    vessels[~inner] = 0.0
-    vessels /= max(float(vessels.max()), 1e-6)
-    threshold = np.percentile(vessels[inner], 93)
-    vy, vx = np.nonzero(vessels > threshold)
-    step = max(1, len(vx) // 20000)
-    vessel_points = np.stack([vx[::step], vy[::step]], axis=1).astype(np.float64)
-    return SourceRetina(name, rgb, centre, radius, vessels, vessel_points)
-
-
-@dataclass
 class GeneratedPair:
     """One generated pair: images (H, W, 3) uint8 row-major, points (N, 2) ``(x, y)`` px."""
 
@@ -338,30 +285,6 @@ def _choose_points(
     return candidates[chosen]
 
 
-def _anatomical_change(
-    rng: np.random.Generator, source: SourceRetina, region: np.ndarray
-) -> tuple[np.ndarray, dict]:
-    """A copy of the source retina with lesions and changed vessel contrast (category A)."""
-    rgb = source.rgb.copy()
-    h, w = rgb.shape[:2]
-    yy, xx = np.mgrid[0:h, 0:w]
-    lesions = []
-    for _ in range(int(rng.integers(4, 10))):
-        cx, cy = region[int(rng.integers(len(region)))] + rng.normal(0, 40, 2)
-        sigma = rng.uniform(4, 14)
-        blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma**2)).astype(np.float32)[..., None]
-        if rng.random() < 0.5:  # hard exudate: bright yellow
-            rgb = rgb + blob * np.array([0.35, 0.30, 0.05], dtype=np.float32)
-            kind = "exudate"
-        else:  # haemorrhage: dark red
-            rgb = rgb * (1 - blob * np.array([0.35, 0.65, 0.65], dtype=np.float32))
-            kind = "haemorrhage"
-        lesions.append({"kind": kind, "x": float(cx), "y": float(cy), "sigma": float(sigma)})
-    vessel_change = float(rng.choice([-1, 1]) * rng.uniform(0.15, 0.35))
-    rgb = rgb * (1 - vessel_change * source.vessels[..., None])
-    return np.clip(rgb, 0, 1), {"lesions": lesions, "vessel_contrast_change": vessel_change}
-
-
 def _render(rng: np.random.Generator, rgb: np.ndarray, view: ViewTransform, haze: float = 0.0) -> tuple[np.ndarray, dict]:
     """Render one view with its own photometry; returns (H, W, 3) uint8 and the settings."""
     size = view.size
@@ -411,7 +334,7 @@ def generate_pair(name: str, source: SourceRetina, size: int, seed: int, n_point
     moving_rgb = source.rgb
     haze = 0.0
     if category == "A":
-        moving_rgb, changes = _anatomical_change(rng, source, q)
+        moving_rgb, changes = anatomical_change(rng, source, q)
         haze = float(rng.uniform(0.15, 0.35))
         changes["haze"] = haze
     fixed_img, fixed_photo = _render(rng, source.rgb, fixed_view)
@@ -512,7 +435,3 @@ def read_generator_metadata(root: str | Path) -> dict | None:
     path = Path(root) / "generator.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
-
-def view_from_dict(data: dict) -> ViewTransform:
-    """Rebuild a :class:`ViewTransform` from its ``generator.json`` record."""
-    return ViewTransform(**{**data, "centre": tuple(data["centre"]), "perspective": tuple(data["perspective"])})

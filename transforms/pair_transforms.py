@@ -2,13 +2,13 @@
 
 A data dictionary holds (see :mod:`firereg.transforms.datasets` for how it is built):
 
-- ``fixed``, ``moving``: image paths, then MONAI ``MetaTensor`` images (C, W, H) — axis 1
-  is x, axis 2 is y (``PILReader`` reverse indexing);
+- ``fixed``, ``moving``: image paths, then MONAI ``MetaTensor`` images (C, W, H) in the
+  ``XY`` layout of :mod:`firereg.transforms.coords` (``PILReader``);
 - ``mask``: path of the FIRE field-of-view mask (``Masks/mask.png``) or None;
 - ``fixed_mask``, ``moving_mask``: (1, W, H) float 0/1 field-of-view masks;
 - ``fixed_points``, ``moving_points``: control points, ``(x, y)`` pixels. They enter as
   (N, 2) arrays in full-resolution pixels and leave as MONAI points (1, N, 2) in pixels
-  of the transformed (working-size) image, so ``image[..., x, y]`` is the point.
+  of the transformed (working-size) image.
 
 How points follow: every MONAI spatial transform (``Resized``, ``RandAffined``,
 ``RandFlipd``, ...) updates the image's index-to-world ``affine``. Points are moved into
@@ -26,8 +26,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from firereg.transforms.coords import to_monai_points
-from firereg.transforms.fov import estimate_fov_mask, read_mask
+from firereg.transforms.channels import (
+    CHANNEL_INDEX,
+    CHANNELS,
+    LUMINANCE_WEIGHTS,
+    check_channel,
+)
+from firereg.transforms.coords import to_monai_points, xy_to_yx, yx_to_xy
+from firereg.transforms.fov import field_of_view, read_mask
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import (
@@ -55,7 +61,7 @@ __all__ = [
     "FIXED_POINTS",
     "MOVING_POINTS",
     "MASK_PATH",
-    "CHANNELS",
+    "CHANNELS",  # re-exported from firereg.transforms.channels
     "SelectChannel",
     "SelectChanneld",
     "FieldOfViewMaskd",
@@ -74,13 +80,11 @@ IMAGES = (FIXED, MOVING)
 MASKS = (FIXED_MASK, MOVING_MASK)
 POINTS = (FIXED_POINTS, MOVING_POINTS)
 
-#: ITU-R BT.601 luma weights for R, G, B
-LUMINANCE_WEIGHTS = (0.299, 0.587, 0.114)
-CHANNELS = ("green", "luminance", "red", "blue")
-
 
 class SelectChannel(Transform):
     """Reduce a channel-first RGB image (3, ...) to one channel (1, ...).
+
+    The channel-first twin of :func:`firereg.transforms.channels.select_channel` (same table).
 
     Args:
         channel: ``"green"`` (the usual for fundus: vessels have the best contrast),
@@ -88,9 +92,7 @@ class SelectChannel(Transform):
     """
 
     def __init__(self, channel: str = "green") -> None:
-        if channel not in CHANNELS:
-            raise ValueError(f"unknown channel {channel!r}; choose one of {list(CHANNELS)}")
-        self.channel = channel
+        self.channel = check_channel(channel)
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         if img.ndim < 3 or img.shape[0] not in (1, 3, 4):
@@ -100,7 +102,7 @@ class SelectChannel(Transform):
         if self.channel == "luminance":
             weights = torch.as_tensor(LUMINANCE_WEIGHTS, dtype=torch.float32).view(3, *([1] * (img.ndim - 1)))
             return (img[:3].float() * weights).sum(dim=0, keepdim=True)
-        index = {"red": 0, "green": 1, "blue": 2}[self.channel]
+        index = CHANNEL_INDEX[self.channel]
         return img[index : index + 1]
 
 
@@ -121,11 +123,12 @@ class SelectChanneld(MapTransform):
 class FieldOfViewMaskd(MapTransform):
     """Add a field-of-view mask for each image: FIRE's mask file if given, else estimated.
 
-    The mask is a (1, W, H) float32 ``MetaTensor`` carrying the image's affine and metadata,
-    so the spatial transforms that follow treat it like its image.
+    The rule is :func:`firereg.transforms.fov.field_of_view` (without erosion). The mask is
+    a (1, W, H) float32 ``MetaTensor`` (``XY`` layout) carrying the image's affine and
+    metadata, so the spatial transforms that follow treat it like its image.
 
     Args:
-        keys: image keys (channel-first MetaTensors in ``PILReader`` layout).
+        keys: image keys (channel-first MetaTensors in the ``XY`` layout).
         mask_keys: output keys, one per image key.
         mask_path_key: key of the mask file path (None or missing → estimate).
     """
@@ -146,21 +149,19 @@ class FieldOfViewMaskd(MapTransform):
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
         mask_path = d.get(self.mask_path_key)
+        has_file = mask_path is not None and not (isinstance(mask_path, float) and np.isnan(mask_path))
         for key, mask_key in self.key_iterator(d, self.mask_keys):
             img = d[key]
-            spatial = tuple(img.shape[1:])  # (W, H)
-            if mask_path is not None and not (isinstance(mask_path, float) and np.isnan(mask_path)):
-                mask_yx = read_mask(mask_path)
-                if mask_yx.T.shape != spatial:
-                    raise ValueError(
-                        f"mask {mask_path} is {mask_yx.shape[1]}x{mask_yx.shape[0]} (width x height) but image "
-                        f"{key!r} is {spatial[0]}x{spatial[1]}"
-                    )
-                mask_xy = mask_yx.T
-            else:
-                mask_xy = estimate_fov_mask(np.moveaxis(np.asarray(img), 0, -1))
+            image_yx = xy_to_yx(img)  # (H, W, C)
+            given = read_mask(mask_path) if has_file else None
+            if given is not None and given.shape != image_yx.shape[:2]:
+                raise ValueError(
+                    f"mask {mask_path} is {given.shape[1]}x{given.shape[0]} (width x height) but image "
+                    f"{key!r} is {image_yx.shape[1]}x{image_yx.shape[0]}"
+                )
+            mask_xy = yx_to_xy(field_of_view(image_yx, given))  # (1, W, H)
             meta = dict(img.meta) if isinstance(img, MetaTensor) else {}  # carries the image's affine
-            d[mask_key] = MetaTensor(torch.as_tensor(mask_xy[None], dtype=torch.float32), meta=meta)
+            d[mask_key] = MetaTensor(torch.as_tensor(mask_xy, dtype=torch.float32), meta=meta)
         return d
 
 

@@ -1,10 +1,10 @@
 """ITK-elastix baselines: rigid, affine and affine + B-spline, tuned for fundus photographs.
 
-elastix optimises a transform ``T`` that maps points of the **fixed** image to the
-**moving** image (``moving(T(p))`` is resampled onto the fixed grid), which is exactly the
-direction of :meth:`RegistrationResult.fixed_to_moving`. Images are handed to elastix with
-spacing 1, origin 0 and identity direction, so an ITK physical point is ``(x, y)`` =
-(column, row) in pixels and the transform parameters are in pixels:
+elastix optimises a transform ``T`` from the **fixed** to the **moving** image, the
+direction of :meth:`RegistrationResult.fixed_to_moving` and of every field in firereg
+(:mod:`firereg.transforms.coords`). Images are handed to elastix row-major (ITK's
+``GetArrayFromImage`` layout) with spacing 1, origin 0 and identity direction, so an ITK
+physical point is the project's ``(x, y)`` pixel and the transform parameters are in pixels:
 
 - ``EulerTransform`` (2D), parameters ``[angle, tx, ty]``, centre ``c``:
   ``T(p) = R(angle) (p - c) + c + t``;
@@ -33,7 +33,8 @@ from firereg.evaluation.results import (
     MatrixResult,
     RegistrationResult,
 )
-from firereg.transforms.fov import estimate_fov_mask
+from firereg.transforms.channels import select_channel
+from firereg.transforms.fov import field_of_view
 from scipy import ndimage
 
 __all__ = [
@@ -54,33 +55,6 @@ def available_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # pragma: no cover - non-Linux
         return max(1, os.cpu_count() or 1)
-
-
-def _green_channel(image: np.ndarray) -> np.ndarray:
-    """(H, W, 3) RGB → green channel; (H, W) passes through; always float32, row-major."""
-    arr = np.asarray(image)
-    if arr.ndim == 3:
-        if arr.shape[2] < 2:
-            arr = arr[..., 0]
-        else:
-            arr = arr[..., 1]  # green: the vessels' best contrast in fundus photographs
-    if arr.ndim != 2:
-        raise ValueError(f"expected an (H, W) or (H, W, C) image, got shape {np.asarray(image).shape}")
-    return arr.astype(np.float32)
-
-
-def _fov(image: np.ndarray, mask: np.ndarray | None, erode_px: int) -> np.ndarray:
-    """The (H, W) bool mask to use: given or estimated, eroded by ``erode_px``."""
-    if mask is None:
-        mask = estimate_fov_mask(image)
-    mask = np.asarray(mask, dtype=bool)
-    if mask.shape != np.asarray(image).shape[:2]:
-        raise ValueError(f"mask has shape {mask.shape}, its image has shape {np.asarray(image).shape[:2]}")
-    if erode_px > 0:
-        mask = ndimage.binary_erosion(mask, iterations=int(erode_px))
-    if not mask.any():
-        raise RuntimeError("elastix: the field-of-view mask is empty after erosion")
-    return mask
 
 
 def matrix_from_parameter_map(parameter_map: Any) -> np.ndarray:
@@ -297,7 +271,7 @@ class ElastixMethod:
 
     def _preprocess(self, image: np.ndarray, mask: np.ndarray, scale: float = 1.0) -> np.ndarray:
         """Green channel, float32, background-flattened inside ``mask`` (0 outside)."""
-        g = _green_channel(image)
+        g = select_channel(image, "green")
         sigma = self.flatten_sigma_px * scale
         if sigma > 0:
             w = mask.astype(np.float32)
@@ -327,17 +301,21 @@ class ElastixMethod:
             (bspline), in the pixels of the arrays given.
 
         Raises:
-            RuntimeError: if elastix fails (message says why); the benchmark records a
-                failed pair.
+            RuntimeError: naming the method, if a field of view cannot be found, does not
+                fit its image or is empty after erosion, or if elastix fails (message says
+                why); the benchmark records a failed pair.
         """
-        import itk  # lazy: importing itk takes seconds
-
         fixed_shape = np.asarray(fixed).shape[:2]
         moving_shape = np.asarray(moving).shape[:2]
         scale = max(fixed_shape) / float(self.reference_size)
         erode = int(round(self.mask_erode_px * scale))
-        fmask = _fov(fixed, fixed_mask, erode)
-        mmask = _fov(moving, moving_mask, erode)
+        try:
+            fmask = field_of_view(fixed, fixed_mask, erode)
+            mmask = field_of_view(moving, moving_mask, erode)
+        except ValueError as exc:  # e.g. a blank image, or a mask eroded away
+            raise RuntimeError(f"{self.name}: {exc}") from exc
+
+        import itk  # lazy: importing itk takes seconds
 
         # Images and masks that OWN their memory (image_from_array copies); views of
         # temporaries silently hand elastix freed memory. Keep every reference until the end.
@@ -382,6 +360,18 @@ class ElastixMethod:
             if not np.all(np.isfinite(matrix)):
                 raise RuntimeError(f"{self.name}: elastix returned a non-finite transform")
             return MatrixResult(matrix, fixed_shape, moving_shape)
+
+        return self._deformation_field(m_img, result_parameters, fixed_shape, moving_shape)
+
+    def _deformation_field(
+        self, m_img: Any, result_parameters: Any, fixed_shape: tuple[int, int], moving_shape: tuple[int, int]
+    ) -> DisplacementFieldResult:
+        """transformix's deformation field ``T(p) - p`` of an elastix result, on the fixed grid.
+
+        Raises:
+            RuntimeError: if transformix fails or its field has the wrong shape or non-finite values.
+        """
+        import itk  # already loaded by register
 
         # transformix writes deformationField.* into its output directory (default: the cwd)
         with tempfile.TemporaryDirectory(prefix="firereg-transformix-") as out_dir:

@@ -15,25 +15,19 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from firereg.evaluation.results import MatrixResult
-from firereg.transforms.fov import estimate_fov_mask
-from scipy import ndimage
+from firereg.transforms.channels import select_channel
+from firereg.transforms.fov import field_of_view
 
 __all__ = ["SiftMethod", "sift_features"]
 
 
 def _green_u8(image: np.ndarray) -> np.ndarray:
-    """(H, W, 3) RGB → green channel; (H, W) passes through; uint8 (float scaled to 0–255)."""
-    arr = np.asarray(image)
-    if arr.ndim == 3:
-        arr = arr[..., 1] if arr.shape[2] >= 2 else arr[..., 0]
-    if arr.ndim != 2:
-        raise ValueError(f"expected an (H, W) or (H, W, C) image, got shape {np.asarray(image).shape}")
-    if arr.dtype != np.uint8:
-        a = arr.astype(np.float32)
-        hi = float(a.max()) if a.size else 0.0
-        a = a * (255.0 / hi) if hi > 1.0 else a * 255.0
-        arr = np.clip(np.round(a), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(arr)
+    """Green channel (:func:`select_channel`) as uint8: uint8 input unchanged, other input scaled to 0–255."""
+    green = select_channel(image, "green")
+    if np.asarray(image).dtype == np.uint8:
+        return green.astype(np.uint8)
+    hi = float(green.max()) if green.size else 0.0
+    return np.clip(np.round(green * (255.0 / hi if hi > 1.0 else 255.0)), 0, 255).astype(np.uint8)
 
 
 @dataclass
@@ -77,14 +71,7 @@ class SiftMethod:
 
     def _features(self, image: np.ndarray, mask: np.ndarray | None, scale: float):
         green = _green_u8(image)
-        if mask is None:
-            mask = estimate_fov_mask(image)
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != green.shape:
-            raise ValueError(f"mask has shape {mask.shape}, its image has shape {green.shape}")
-        erode = int(round(self.mask_erode_px * scale))
-        if erode > 0:
-            mask = ndimage.binary_erosion(mask, iterations=erode)
+        mask = field_of_view(image, mask, erode_px=int(round(self.mask_erode_px * scale)))
         return sift_features(
             green, mask, self.clahe_clip_limit, self.clahe_tiles, self.n_features, self.contrast_threshold
         )
@@ -108,7 +95,9 @@ class SiftMethod:
             :class:`MatrixResult` whose matrix maps fixed to moving pixels.
 
         Raises:
-            RuntimeError: too few keypoints, matches or inliers, or a degenerate homography.
+            RuntimeError: naming the method, for a field of view that cannot be found, does not
+                fit its image or is empty after erosion; too few keypoints, matches or
+                inliers; or a degenerate homography.
         """
         fixed_shape = np.asarray(fixed).shape[:2]
         moving_shape = np.asarray(moving).shape[:2]

@@ -13,13 +13,13 @@ import pytest
 from firereg.transforms.fire_generator import (
     FOV_RADIUS_FRACTION,
     GeneratorConfig,
+    ViewTransform,
     fov_disk,
     load_source,
     make_fire_dataset,
     pair_overlap,
     parse_pairs,
     read_generator_metadata,
-    view_from_dict,
 )
 from firereg.transforms.fire_reader import read_fire
 from PIL import Image
@@ -27,9 +27,14 @@ from PIL import Image
 TINY = dict(size=128, pairs={"S": 1, "P": 1}, n_points=5)
 
 
+def _view(record: dict) -> ViewTransform:
+    """The view a ``generator.json`` record describes (the record is ``asdict`` of the view)."""
+    return ViewTransform(**record)
+
+
 def _views(meta: dict, name: str):
     rec = meta["pairs"][name]
-    return view_from_dict(rec["fixed_view"]), view_from_dict(rec["moving_view"])
+    return _view(rec["fixed_view"]), _view(rec["moving_view"])
 
 
 # --- ground truth agrees with the generator's own transforms -------------------------
@@ -113,7 +118,7 @@ def test_pair_overlap_numbers(fire_data):
         view, _ = _views(meta, name)
         assert pair_overlap(view, view) == 1.0
         for d in (0.5, 1.0):
-            shifted = view_from_dict({**meta["pairs"][name]["fixed_view"],
+            shifted = _view({**meta["pairs"][name]["fixed_view"],
                                       "centre": [view.centre[0] + d * view.radius, view.centre[1]]})
             lens = (2 * np.arccos(d / 2) - (d / 2) * np.sqrt(4 - d * d)) / np.pi  # 0.685, 0.391
             assert pair_overlap(view, shifted) == pytest.approx(lens, abs=0.06), (name, d)

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from firereg.transforms.coords import scale_points
+from firereg.transforms.coords import scale_points, yx_to_xy
 from firereg.transforms.fire_generator import fov_disk
 from firereg.transforms.fire_reader import read_fire
-from firereg.transforms.fov import estimate_fov_mask, read_mask
+from firereg.transforms.fov import estimate_fov_mask, field_of_view, read_mask
 from firereg.transforms.pair_transforms import (
     FieldOfViewMaskd,
     PairTransformConfig,
@@ -21,6 +21,7 @@ from firereg.transforms.pair_transforms import (
     manifest_to_dicts,
     pair_transforms,
 )
+from monai.data import MetaTensor
 from PIL import Image
 
 # --- a pair of black images with one bright Gaussian dot at each control point ---------
@@ -141,7 +142,7 @@ def test_mask_from_file_and_estimated_agree(fire_data):
         assert _iou(from_file[key], estimated[key]) > 0.95
         assert not torch.equal(from_file[key], estimated[key])  # really two different masks
     # the file mask is the generator's disk, resized
-    disk = torch.as_tensor(fov_disk(128).T)
+    disk = torch.as_tensor(yx_to_xy(fov_disk(128))[0])
     assert _iou(from_file["fixed_mask"][0], disk) > 0.97
 
 
@@ -217,6 +218,25 @@ def test_read_mask(tmp_path):
         read_mask(tmp_path / "mask.png", shape=(40, 30))
     with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "nope.png"))):
         read_mask(tmp_path / "nope.png")
+
+
+def test_fov_maskd_uses_the_shared_rule(tmp_path):
+    """Estimated: field_of_view of the row-major image, in XY; from a file: the file, in XY."""
+    img_yx = _disk_image()  # (60, 80, 3): W != H
+    img = MetaTensor(torch.as_tensor(yx_to_xy(img_yx), dtype=torch.float32))  # (3, W, H)
+    out = FieldOfViewMaskd(keys=("fixed",), mask_keys=("fixed_mask",))({"fixed": img, "mask": None})
+    mask = out["fixed_mask"]
+    assert isinstance(mask, MetaTensor) and tuple(mask.shape) == (1, 80, 60) and mask.dtype == torch.float32
+    np.testing.assert_array_equal(mask.numpy(), yx_to_xy(field_of_view(img_yx)).astype(np.float32))
+    left = np.zeros((60, 80), np.uint8)
+    left[:, :20] = 255  # x < 20
+    Image.fromarray(left).save(tmp_path / "mask.png")
+    out = FieldOfViewMaskd(keys=("fixed",), mask_keys=("fixed_mask",))({"fixed": img, "mask": str(tmp_path / "mask.png")})
+    assert float(out["fixed_mask"][0, :20].min()) == 1.0 and float(out["fixed_mask"][0, 20:].max()) == 0.0
+    # an all-black mask file leaves no field of view: an error, not a silently empty mask
+    Image.fromarray(np.zeros((60, 80), np.uint8)).save(tmp_path / "black.png")
+    with pytest.raises(ValueError, match="empty"):
+        FieldOfViewMaskd(keys=("fixed",), mask_keys=("fixed_mask",))({"fixed": img, "mask": str(tmp_path / "black.png")})
 
 
 def test_fov_mask_keys_must_match():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pandas as pd
@@ -11,6 +12,7 @@ from firereg.transforms.splits import (
     make_split,
     read_split,
     select_split,
+    split_or_reuse,
     write_split,
 )
 
@@ -88,7 +90,7 @@ def test_write_read_round_trip(tmp_path):
     path = write_split(split, tmp_path / "sub" / "split.csv")
     assert path == tmp_path / "sub" / "split.csv"
     assert path.read_text().splitlines()[0] == "name,category,split"
-    assert not (tmp_path / "sub" / "split.csv.tmp").exists()
+    assert os.listdir(tmp_path / "sub") == ["split.csv"]  # no temporary file left
     back = read_split(path)
     pd.testing.assert_frame_equal(back, split)
 
@@ -153,3 +155,42 @@ def test_read_empty_split_value_names_path(tmp_path):
     with pytest.raises(ValueError) as err:
         read_split(path)
     assert str(path) in str(err.value) and "'test'" in str(err.value) and "''" in str(err.value)
+
+
+# --- split_or_reuse ---------------------------------------------------------------------
+
+
+def test_split_or_reuse_makes_and_writes(tmp_path):
+    m = fake_manifest()
+    path = tmp_path / "run" / "split.csv"
+    split = split_or_reuse(m, path, seed=3)
+    pd.testing.assert_frame_equal(split, make_split(m, seed=3))
+    pd.testing.assert_frame_equal(read_split(path), split)
+    assert os.listdir(path.parent) == ["split.csv"]
+
+
+def test_split_or_reuse_reuses_the_stored_split(tmp_path):
+    m = fake_manifest()
+    path = tmp_path / "split.csv"
+    stored = make_split(m, seed=1)
+    write_split(stored, path)
+    before = path.stat().st_mtime_ns
+    # another seed and fraction: the stored split still wins, and the file is not rewritten
+    split = split_or_reuse(m, path, val_fraction=0.5, seed=9)
+    pd.testing.assert_frame_equal(split, stored)
+    assert _val(split) != _val(make_split(m, val_fraction=0.5, seed=9))
+    assert path.stat().st_mtime_ns == before
+
+
+def test_split_or_reuse_refuses_a_split_of_other_data(tmp_path):
+    path = tmp_path / "split.csv"
+    write_split(make_split(fake_manifest()), path)
+    other = fake_manifest((("S", 71), ("P", 49), ("A", 15)))  # one pair more (A15), none less
+    with pytest.raises(ValueError) as err:
+        split_or_reuse(other, path)
+    message = str(err.value)
+    assert str(path) in message and "A15" in message
+    fewer = fake_manifest((("S", 70), ("P", 49), ("A", 14)))  # S71 gone
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*S71"):
+        split_or_reuse(fewer, path)
+    assert read_split(path)["name"].tolist() == fake_manifest()["name"].tolist()  # left as it was

@@ -181,7 +181,41 @@ def test_sift_blank_image_raises():
         SiftMethod().register(blank, blank, full, full)
 
 
+def test_sift_float_image_is_scaled_like_uint8(similarity_pair):
+    """A float image in [0, 1] gives the uint8 image's green channel, so the same homography."""
+    p = similarity_pair
+    as_uint8 = SiftMethod().register(p["fixed"], p["moving"], p["fmask"], p["mmask"])
+    as_float = SiftMethod().register(p["fixed"] / 255.0, p["moving"] / 255.0, p["fmask"], p["mmask"])
+    np.testing.assert_array_equal(as_float.matrix, as_uint8.matrix)
+    assert as_float.n_inliers == as_uint8.n_inliers
+
+
+def test_sift_mask_eroded_away_is_named(similarity_pair):
+    p = similarity_pair
+    speck = np.zeros((SIZE, SIZE), bool)
+    speck[190:195, 190:195] = True  # 5 px: gone after the 8 px erosion at 384 px
+    with pytest.raises(RuntimeError, match=r"sift: the field-of-view mask is empty \(after erosion by 8 px\)"):
+        SiftMethod().register(p["fixed"], p["moving"], speck, p["mmask"])
+
+
 # --- elastix ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transform", ["rigid", "bspline"])
+def test_elastix_field_of_view_failures_are_named(similarity_pair, transform):
+    """Checked before elastix runs; a failed method records the reason."""
+    p = similarity_pair
+    method = make_method(f"elastix-{transform}")
+    speck = np.zeros((SIZE, SIZE), bool)
+    speck[190:193, 190:193] = True  # 3 px: gone after the 4 px erosion at 384 px
+    with pytest.raises(RuntimeError, match=rf"elastix-{transform}: the field-of-view mask is empty \(after erosion by 4 px\)"):
+        method.register(p["fixed"], p["moving"], p["fmask"], speck)
+    blank = np.zeros((SIZE, SIZE, 3), np.uint8)
+    with pytest.raises(RuntimeError, match=rf"elastix-{transform}: no pixel above the field-of-view threshold"):
+        method.register(blank, p["moving"])
+    with pytest.raises(RuntimeError, match=rf"elastix-{transform}: mask has shape \(10, 10\), its image has shape \(384, 384\)"):
+        method.register(p["fixed"], p["moving"], np.ones((10, 10), bool), p["mmask"])
+
 
 
 def test_elastix_rigid_recovers_rotation_translation(rigid_pair):
