@@ -1,7 +1,8 @@
 """Run registration methods over FIRE pairs and score them with the FIRE protocol.
 
-Every (method, pair) is registered at a working size (:class:`ResizedMethod`) and scored in
-full-resolution pixels. Each finished (method, pair) is stored at once as a small JSON
+Every (method, pair) is registered at the benchmark size (longest side, px;
+:class:`ResizedMethod`; a deep method resizes further, to its network size) and scored in
+full-resolution pixels (conventions: :mod:`firereg.transforms.coords`). Each finished (method, pair) is stored at once as a small JSON
 record under ``OUT/records/`` (written atomically), so an interrupted benchmark resumes
 where it stopped; the tables and plots are rebuilt from the records at the end:
 
@@ -43,8 +44,7 @@ from firereg.evaluation.results import (
 )
 from firereg.transforms.fire_generator import read_generator_metadata
 from firereg.transforms.fov import read_mask
-from firereg.transforms.io import atomic_to_csv, atomic_write_text
-from PIL import Image
+from firereg.transforms.io import atomic_to_csv, atomic_write_text, read_rgb
 from tqdm.auto import tqdm
 
 __all__ = [
@@ -72,7 +72,8 @@ class BenchmarkConfig:
 
     Attributes:
         methods: method specs, e.g. ``["identity", "elastix-affine", "sift"]``.
-        size: working size in pixels (longest side) at which methods register.
+        benchmark_size: longest side, pixels, of the images every method registers (the
+            CLI's ``--size``; the networks resize further to their network size).
         workers: parallel processes (1 = in this process).
         overlay_pairs: pairs per method that get checkerboard/overlay PNGs (the first
             pair of each category, in S, P, A order).
@@ -80,21 +81,27 @@ class BenchmarkConfig:
     """
 
     methods: list[str]
-    size: int = 512
+    benchmark_size: int = 512
     workers: int = 1
     overlay_pairs: int = 3
     notes: list[str] = field(default_factory=list)
 
 
 def load_pair(row: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Read a manifest row's images (H, W, 3) uint8 row-major and FOV masks (H, W) bool or None."""
-    images = []
-    for key in ("fixed", "moving"):
-        try:
-            with Image.open(row[key]) as im:
-                images.append(np.asarray(im.convert("RGB")))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"image not found: {row[key]}") from None
+    """Read a manifest row's images and field-of-view masks, at full resolution.
+
+    Args:
+        row: a manifest row (``fixed``, ``moving`` image paths; ``mask``: a mask path or absent/NaN).
+
+    Returns:
+        ``(fixed, moving, fixed_mask, moving_mask)``: (H, W, 3) uint8 RGB images, row-major
+        (:func:`firereg.transforms.io.read_rgb`), and (H, W) bool masks or None.
+
+    Raises:
+        FileNotFoundError: naming a missing image.
+        ValueError: naming an unreadable image.
+    """
+    images = [read_rgb(row[key]) for key in ("fixed", "moving")]
     mask = row.get("mask")
     masks = [None, None]
     if isinstance(mask, str):
@@ -110,10 +117,10 @@ def record_name(text: str) -> str:
 _METHOD_CACHE: dict[tuple[str, int], RegistrationMethod] = {}
 
 
-def _method(spec: str, size: int, factory: Callable[[str], RegistrationMethod]) -> RegistrationMethod:
-    key = (spec, size)
+def _method(spec: str, benchmark_size: int, factory: Callable[[str], RegistrationMethod]) -> RegistrationMethod:
+    key = (spec, benchmark_size)
     if key not in _METHOD_CACHE:
-        _METHOD_CACHE[key] = ResizedMethod(factory(spec), size)
+        _METHOD_CACHE[key] = ResizedMethod(factory(spec), benchmark_size)
     return _METHOD_CACHE[key]
 
 
@@ -183,14 +190,14 @@ def register_and_score(
     spec: str,
     label: str,
     row: dict,
-    size: int,
+    benchmark_size: int,
     factory: Callable[[str], RegistrationMethod],
     overlay_dir: Path | None,
 ) -> dict:
-    """The benchmark's worker: the method of ``spec`` at benchmark size ``size`` (built once per
-    process), then :func:`score_pair`. A method that cannot be built is a failed record."""
+    """The benchmark's worker: the method of ``spec`` at ``benchmark_size`` (longest side, px;
+    built once per process), then :func:`score_pair`. A method that cannot be built is a failed record."""
     try:
-        method = _method(spec, size, factory)
+        method = _method(spec, benchmark_size, factory)
     except Exception as err:  # e.g. a missing checkpoint: failed, with the reason
         return score_pair(_Unbuildable(err), label, row)
     return score_pair(method, label, row, overlay_dir)
@@ -210,7 +217,7 @@ def _task(args: tuple) -> dict:
     return register_and_score(*args)
 
 
-def _data_notes(manifest: pd.DataFrame, size: int) -> list[str]:
+def _data_notes(manifest: pd.DataFrame, benchmark_size: int) -> list[str]:
     root = manifest.attrs.get("root", "?")
     meta = read_generator_metadata(root) if root != "?" else None
     source = f"generated from {meta['source']} by `firereg make-data`" if meta else "real FIRE"
@@ -226,8 +233,38 @@ def _data_notes(manifest: pd.DataFrame, size: int) -> list[str]:
     return [
         f"data: {root} ({source})",
         f"pairs: {len(manifest)} ({per_cat}); {p37}",
-        f"working size: {size} px (longest side); errors in full-resolution pixels",
+        f"benchmark size: {benchmark_size} px (longest side of the images every method registers); "
+        "errors in full-resolution pixels",
     ]
+
+
+def _overlay_names(rows: list[dict], n: int) -> list[str]:
+    """The pairs that get overlay PNGs: the first pair of each category (S, P, A order), at most ``n``."""
+    names = []
+    for cat in ("S", "P", "A"):
+        first = next((r["name"] for r in rows if r["category"] == cat), None)
+        if first is not None:
+            names.append(first)
+    return names[:n]
+
+
+def _run_tasks(tasks: list[tuple], store: Callable[[dict], None], workers: int, progress: bool) -> None:
+    """Run :func:`register_and_score` on every task (in ``workers`` processes), storing each record at once."""
+    bar = tqdm(total=len(tasks), desc="benchmark", unit="pair", disable=not progress)
+    if workers > 1 and len(tasks) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(_task, t) for t in tasks]
+            for future in as_completed(futures):
+                record = future.result()
+                store(record)
+                bar.set_postfix_str(f"{record['method']} {record['pair']}")
+                bar.update()
+    else:
+        for task in tasks:
+            bar.set_postfix_str(f"{task[1]} {task[2]['name']}")
+            store(_task(task))
+            bar.update()
+    bar.close()
 
 
 def run_benchmark(
@@ -243,7 +280,7 @@ def run_benchmark(
 
     Args:
         manifest: pairs to evaluate (:func:`firereg.transforms.fire_reader.read_fire`, maybe one split).
-        config: methods, working size, workers.
+        config: methods, benchmark size, workers.
         out: output folder.
         factory: builds a method from its spec; default :func:`firereg.evaluation.baselines.make_method`.
         progress: show a progress bar.
@@ -267,12 +304,7 @@ def run_benchmark(
     records_dir.mkdir(parents=True, exist_ok=True)
     order = {"S": 0, "P": 1, "A": 2}
     rows = sorted(manifest.to_dict("records"), key=lambda r: (order.get(r["category"], 9), r["name"]))
-    overlay_names = []
-    for cat in ("S", "P", "A"):
-        first = next((r["name"] for r in rows if r["category"] == cat), None)
-        if first is not None:
-            overlay_names.append(first)
-    overlay_names = overlay_names[: config.overlay_pairs]
+    overlay_names = _overlay_names(rows, config.overlay_pairs)
 
     def record_path(label: str, pair: str) -> Path:
         return records_dir / record_name(label) / f"{pair}.json"
@@ -283,26 +315,12 @@ def run_benchmark(
             if record_path(label, row["name"]).is_file():
                 continue
             overlay = out / "overlays" / record_name(label) if row["name"] in overlay_names else None
-            tasks.append((spec, label, row, config.size, factory, overlay))
+            tasks.append((spec, label, row, config.benchmark_size, factory, overlay))
 
     def store(record: dict) -> None:
         atomic_write_text(record_path(record["method"], record["pair"]), json.dumps(record))
 
-    bar = tqdm(total=len(tasks), desc="benchmark", unit="pair", disable=not progress)
-    if config.workers > 1 and len(tasks) > 1:
-        with ProcessPoolExecutor(max_workers=config.workers) as pool:
-            futures = [pool.submit(_task, t) for t in tasks]
-            for future in as_completed(futures):
-                record = future.result()
-                store(record)
-                bar.set_postfix_str(f"{record['method']} {record['pair']}")
-                bar.update()
-    else:
-        for task in tasks:
-            bar.set_postfix_str(f"{task[1]} {task[2]['name']}")
-            store(_task(task))
-            bar.update()
-    bar.close()
+    _run_tasks(tasks, store, config.workers, progress)
 
     records = []
     for label in labels.values():
@@ -312,7 +330,7 @@ def run_benchmark(
     pairs = pd.DataFrame([{k: r.get(k, float("nan")) for k in PAIRS_COLUMNS} for r in records], columns=PAIRS_COLUMNS)
     atomic_to_csv(pairs, out / "pairs.csv")
     atomic_to_csv(points, out / "points.csv")
-    write_summary(pairs, out, _data_notes(manifest, config.size) + list(config.notes))
+    write_summary(pairs, out, _data_notes(manifest, config.benchmark_size) + list(config.notes))
     plot_success_rate(pairs, out / "success_rate.png")
     return pairs
 

@@ -4,28 +4,21 @@ A displacement field ``u`` defines the transform ``phi(p) = p + u(p)``. Its loca
 (area, in 2D) change is the Jacobian determinant ``det(I + grad u)`` at every pixel/voxel:
 1 where the transform preserves volume, > 1 where it expands, between 0 and 1 where it
 compresses, and <= 0 where it *folds* (the transform is not locally invertible there).
-For the displacement fields of this project ``phi`` maps fixed points to moving points
-(MONAI ``Warp`` samples ``moving(p + ddf(p))``), so the determinant is measured on the
-fixed grid.
+Fields map fixed → moving (see :mod:`firereg.transforms.coords`), so the determinant is
+measured on the fixed grid.
 
-Axis conventions (name them, never imply them):
+Two channel orders, each with its own functions:
 
 - **Channel-first, channel i along array axis i** (:func:`jacobian_determinant`,
   :func:`deformation_quality`): ``ddf`` has shape ``(D, *spatial)`` with ``D == len(spatial)``
-  in {2, 3}; ``ddf[i]`` is the displacement along array axis ``i`` of the spatial part.
-  This is MONAI's layout: ``Warp`` and ``DVF2DDF`` use DDFs of shape ``(B, D, *spatial)``
-  with channel ``i`` along spatial axis ``i`` (in voxels) — index the batch first
-  (``ddf[b]``), these functions take one field at a time. A 2D image loaded by MONAI's
-  ``PILReader`` has array axis 0 = x, so its DDF channel 0 is x along axis 0: still this
-  layout.
+  in {2, 3}, MONAI's DDF layout for one batch item (index ``ddf[b]`` first). The networks'
+  ``XY`` DDFs are in this layout.
 - **Row-major (x, y) channels** (:func:`jacobian_determinant_xy`,
   :func:`deformation_quality_xy`): the ``(2, H, W)`` field of
-  :class:`firereg.evaluation.results.DisplacementFieldResult`, where channel 0 is the x
-  displacement (along array axis 1, columns) and channel 1 is the y displacement (along
-  array axis 0, rows). These functions reorder the channels to ``[y, x]`` so that channel i
-  lies along array axis i, then call the channel-first versions. Passing such a field to
-  :func:`jacobian_determinant` directly would be wrong (``u_x = 0.3 x`` would give
-  det 1 instead of 1.3).
+  :class:`firereg.evaluation.results.DisplacementFieldResult` (channel 0 = dx along array
+  axis 1). These functions reorder the channels to ``[y, x]`` and call the channel-first
+  versions; passing such a field to :func:`jacobian_determinant` directly would be wrong
+  (``u_x = 0.3 x`` would give det 1 instead of 1.3).
 
 Derivatives are central differences (:func:`numpy.gradient`), one-sided at the borders;
 they are exact for fields that are linear in the coordinates.
@@ -117,22 +110,15 @@ def jacobian_determinant(ddf: np.ndarray | torch.Tensor, spacing: Spacing = None
     u = _as_numpy(ddf, "ddf")
     d = _check_ddf(u)
     sp = _check_spacing(spacing, d)
-    # j[i][k] = d phi_i / d x_k = delta_ik + d u_i / d x_k
-    j = [[np.gradient(u[i], sp[k], axis=k) for k in range(d)] for i in range(d)]
-    for i in range(d):
-        j[i][i] += 1.0
-    if d == 2:
-        return j[0][0] * j[1][1] - j[0][1] * j[1][0]
-    return (
-        j[0][0] * (j[1][1] * j[2][2] - j[1][2] * j[2][1])
-        - j[0][1] * (j[1][0] * j[2][2] - j[1][2] * j[2][0])
-        + j[0][2] * (j[1][0] * j[2][1] - j[1][1] * j[2][0])
-    )
+    # jac[..., i, k] = d phi_i / d x_k = delta_ik + d u_i / d x_k, one (D, D) matrix per pixel/voxel
+    jac = np.stack([np.stack(np.gradient(u[i], *sp), axis=-1) for i in range(d)], axis=-2) + np.eye(d)
+    with np.errstate(invalid="ignore"):  # non-finite displacements give non-finite determinants, silently
+        return np.linalg.det(jac)
 
 
 def _xy_to_channel_first(field: Any) -> np.ndarray:
     """Reorder a row-major ``(2, H, W)`` ``[x, y]`` field to ``[y, x]`` (channel i along axis i)."""
-    # accept a DisplacementFieldResult directly (imported lazily: interface pulls in OpenCV)
+    # accept a DisplacementFieldResult directly (imported lazily: results pulls in OpenCV)
     if not isinstance(field, (np.ndarray, torch.Tensor)) and hasattr(field, "field"):
         from firereg.evaluation.results import DisplacementFieldResult
 
@@ -149,9 +135,9 @@ def _xy_to_channel_first(field: Any) -> np.ndarray:
 def jacobian_determinant_xy(field: Any) -> np.ndarray:
     """Jacobian determinant of a row-major ``(2, H, W)`` field with channels ``[x, y]``.
 
-    This is the layout of :class:`firereg.evaluation.results.DisplacementFieldResult`: fixed
-    pixel ``(x, y)`` maps to ``(x, y) + field[:, y, x]``. The channels are reordered to
-    ``[y, x]`` (channel i along array axis i) and passed to :func:`jacobian_determinant`.
+    This is the layout of :class:`firereg.evaluation.results.DisplacementFieldResult` (row-major
+    field, :mod:`firereg.transforms.coords`). The channels are reordered to ``[y, x]``
+    (channel i along array axis i) and passed to :func:`jacobian_determinant`.
 
     Args:
         field: ``(2, H, W)`` array or torch tensor, channel 0 = x displacement (along

@@ -23,7 +23,6 @@ __all__ = [
     "PAIR_COLUMNS",
     "success_rate",
     "fire_auc",
-    "classify_pair",
     "classify_errors",
     "summarize",
     "success_curves",
@@ -122,29 +121,6 @@ def classify_errors(median_error: float, max_error: float, failed: bool) -> str:
     if max_error > INACCURATE_MAX or median_error > INACCURATE_MEDIAN:
         return "inaccurate"
     return "acceptable"
-
-
-def classify_pair(distances: np.ndarray | None, failed: bool) -> str:
-    """Classify a pair as ``"failed"``, ``"inaccurate"`` or ``"acceptable"``.
-
-    Args:
-        distances: (N,) control-point distances of the pair, pixels; None if there is no
-            transform.
-        failed: whether the method produced no transform.
-
-    Returns:
-        ``"failed"`` if ``failed`` or ``distances`` is None; ``"inaccurate"`` if the largest
-        distance is > 50 px or the median distance is > 20 px; else ``"acceptable"``.
-
-    Raises:
-        ValueError: if ``distances`` is given but empty or not 1-D.
-    """
-    if failed or distances is None:
-        return "failed"
-    d = np.asarray(distances, dtype=np.float64)
-    if d.ndim != 1 or d.size == 0:
-        raise ValueError(f"distances must be a non-empty 1-D array, got shape {d.shape}")
-    return classify_errors(float(np.median(d)), float(np.max(d)), failed=False)
 
 
 def _check_pairs(pairs: pd.DataFrame) -> pd.DataFrame:

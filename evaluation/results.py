@@ -1,10 +1,9 @@
 """The one interface every registration method implements (see shared DESIGN.md).
 
 A method registers a *moving* image onto a *fixed* image and returns a
-:class:`RegistrationResult`. All points are ``(x, y)`` = (column, row) in pixels of the
-full-resolution image they belong to, pixel centres at integers. All image arrays are
-row-major NumPy arrays ``(H, W)`` or ``(H, W, C)`` (``array[y, x]``), as PIL and OpenCV
-give them.
+:class:`RegistrationResult`. Points are ``(x, y)`` full-resolution pixels and image arrays
+are row-major (``Layout.YX``); fields map fixed → moving. The conventions are written
+down once, in :mod:`firereg.transforms.coords`.
 
 Every result can
 - map points of the fixed image into the moving image (``fixed_to_moving``), which is
@@ -21,7 +20,8 @@ from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
-from firereg.transforms.coords import scale_points
+from firereg.transforms.coords import scale_points, size_of
+from scipy.ndimage import map_coordinates
 
 __all__ = [
     "NotInvertibleError",
@@ -132,11 +132,12 @@ class MatrixResult(RegistrationResult):
 
 
 class DisplacementFieldResult(RegistrationResult):
-    """A dense displacement field on the fixed grid: fixed ``p`` maps to ``p + field[:, y, x]``.
+    """A dense row-major displacement field on the fixed grid, fixed → moving.
 
     Args:
-        field: (2, H, W) array, channel 0 = x displacement, channel 1 = y displacement, in
-            pixels of the moving image; defined at every fixed pixel.
+        field: (2, H, W) array, channel 0 = dx, channel 1 = dy, in pixels of the moving
+            image, defined at every fixed pixel (the row-major field layout of
+            :mod:`firereg.transforms.coords`).
         moving_shape: ``(H, W)`` of the moving image; defaults to the field's grid.
     """
 
@@ -151,18 +152,13 @@ class DisplacementFieldResult(RegistrationResult):
         pts = check_points(points)
         if len(pts) == 0:
             return pts.copy()
-        # OpenCV's remap needs maps narrower than 32767: lay the points out in rows of 4096
-        n = len(pts)
-        rows = -(-n // 4096)
-        padded = np.zeros((rows * 4096, 2), dtype=np.float32)
-        padded[:n] = pts
-        map_x = padded[:, 0].reshape(rows, 4096)
-        map_y = padded[:, 1].reshape(rows, 4096)
+        # bilinear sampling of the field at the points; outside the grid the edge value is
+        # repeated (mode="nearest"); map_coordinates indexes (row, col) = (y, x)
+        rows_cols = pts[:, ::-1].T
         disp = [
-            cv2.remap(self.field[c], map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).ravel()[:n]
-            for c in range(2)
+            map_coordinates(self.field[c], rows_cols, order=1, mode="nearest", output=np.float64) for c in range(2)
         ]
-        return pts + np.stack(disp, axis=1).astype(np.float64)
+        return pts + np.stack(disp, axis=1)
 
     def sampling_grid(self) -> tuple[np.ndarray, np.ndarray]:
         h, w = self.fixed_shape
@@ -187,11 +183,9 @@ class ScaledResult(RegistrationResult):
         self.invertible = inner.invertible
 
     def _sizes(self) -> tuple[tuple[int, int], ...]:
-        full_f = (self.fixed_shape[1], self.fixed_shape[0])
-        full_m = (self.moving_shape[1], self.moving_shape[0])
-        work_f = (self.inner.fixed_shape[1], self.inner.fixed_shape[0])
-        work_m = (self.inner.moving_shape[1], self.inner.moving_shape[0])
-        return full_f, full_m, work_f, work_m
+        """``(width, height)`` of the full fixed, full moving, working fixed and working moving images."""
+        shapes = (self.fixed_shape, self.moving_shape, self.inner.fixed_shape, self.inner.moving_shape)
+        return tuple(size_of(shape) for shape in shapes)
 
     def fixed_to_moving(self, points: np.ndarray) -> np.ndarray:
         full_f, full_m, work_f, work_m = self._sizes()
@@ -232,20 +226,29 @@ class RegistrationMethod(Protocol):
 
 
 class ResizedMethod:
-    """Run ``method`` at a working size (longest side ``size`` px) and answer in full resolution."""
+    """Run ``method`` at the benchmark size and answer in full-resolution pixels.
 
-    def __init__(self, method: RegistrationMethod, size: int) -> None:
-        if size <= 0:
-            raise ValueError(f"working size must be positive, got {size}")
+    Args:
+        method: the method to run.
+        benchmark_size: longest side, pixels, of the images ``method`` is given (a deep
+            method resizes further, to its network size).
+
+    Raises:
+        ValueError: if ``benchmark_size`` is not positive.
+    """
+
+    def __init__(self, method: RegistrationMethod, benchmark_size: int) -> None:
+        if benchmark_size <= 0:
+            raise ValueError(f"benchmark size must be positive, got {benchmark_size}")
         self.method = method
-        self.size = int(size)
+        self.benchmark_size = int(benchmark_size)
         self.name = method.name
 
     def _resize(self, image: np.ndarray | None, nearest: bool = False) -> np.ndarray | None:
         if image is None:
             return None
         h, w = image.shape[:2]
-        scale = self.size / max(h, w)
+        scale = self.benchmark_size / max(h, w)
         new = (max(1, round(w * scale)), max(1, round(h * scale)))
         if new == (w, h):
             return image

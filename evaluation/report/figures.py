@@ -1,8 +1,11 @@
-"""Benchmark outputs a person can open: CSV and Markdown tables, success-rate plots, overlays."""
+"""Benchmark figures a person can open: success-rate plots, checkerboards and overlays.
+
+Images are row-major (``Layout.YX``, :mod:`firereg.transforms.coords`); every file is
+written atomically (:func:`firereg.transforms.io.atomic_output`).
+"""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -12,12 +15,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from firereg.evaluation.fire_protocol import CATEGORIES, success_curves  # noqa: E402
+from firereg.transforms.channels import select_channel  # noqa: E402
+from firereg.transforms.io import atomic_output  # noqa: E402
 from PIL import Image  # noqa: E402
 
 __all__ = [
     "plot_success_rate",
     "checkerboard",
     "colour_overlay",
+    "display_grey",
     "save_png",
     "save_figure",
 ]
@@ -44,27 +50,29 @@ def plot_success_rate(pairs: pd.DataFrame, path: str | Path) -> Path:
 
 
 def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:
-    """Save a matplotlib figure as PNG through a temporary file renamed into place; closes it."""
+    """Save a matplotlib figure as PNG (atomically) and close it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=dpi)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
-    tmp.replace(path)
     return path
 
 
-def _gray(image: np.ndarray) -> np.ndarray:
-    img = np.asarray(image, dtype=np.float32)
-    if img.ndim == 3:
-        img = img[..., 1]  # green: the fundus channel with the best vessel contrast
+def display_grey(image: np.ndarray) -> np.ndarray:
+    """(H, W) float32 in [0, 1] for display: the green channel (best vessel contrast), scaled to its 99.5th percentile.
+
+    Args:
+        image: row-major (H, W) or (H, W, C) image, C in 1, 3, 4 (see
+            :func:`firereg.transforms.channels.select_channel`).
+    """
+    img = select_channel(image, "green")
     hi = float(np.percentile(img, 99.5)) or 1.0
     return np.clip(img / hi, 0, 1)
 
 
 def checkerboard(fixed: np.ndarray, warped: np.ndarray, tiles: int = 8) -> np.ndarray:
     """(H, W) uint8 checkerboard alternating the fixed and warped moving images (green channel)."""
-    a, b = _gray(fixed), _gray(warped)
+    a, b = display_grey(fixed), display_grey(warped)
     if a.shape != b.shape:
         raise ValueError(f"checkerboard needs equal shapes, got {a.shape} and {b.shape}")
     h, w = a.shape
@@ -75,20 +83,18 @@ def checkerboard(fixed: np.ndarray, warped: np.ndarray, tiles: int = 8) -> np.nd
 
 def colour_overlay(fixed: np.ndarray, warped: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8: fixed in magenta, warped moving in green; aligned vessels look grey."""
-    a, b = _gray(fixed), _gray(warped)
+    a, b = display_grey(fixed), display_grey(warped)
     if a.shape != b.shape:
         raise ValueError(f"overlay needs equal shapes, got {a.shape} and {b.shape}")
     return (np.stack([a, b, a], axis=-1) * 255).astype(np.uint8)
 
 
 def save_png(image: np.ndarray, path: str | Path, max_size: int = 1024) -> Path:
-    """Save an image as PNG (atomically), downsized so its longest side is at most ``max_size``."""
+    """Save a row-major uint8 image as PNG (atomically), downsized so its longest side is at most ``max_size`` px."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     pil = Image.fromarray(image)
     if max(pil.size) > max_size:
         pil.thumbnail((max_size, max_size))
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    pil.save(tmp)
-    tmp.replace(path)
+    with atomic_output(path) as tmp:
+        pil.save(tmp)
     return path

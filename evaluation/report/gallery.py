@@ -3,11 +3,11 @@
 
 Every error is a pair's mean control-point distance in full-resolution pixels, as in
 ``pairs.csv`` (:mod:`firereg.evaluation.benchmark`); a failed pair counts as infinite error.
-Images are row-major NumPy arrays ``(H, W[, C])``; points and grids are in pixels of the
-full-resolution images.
+Images are row-major and points and grids are full-resolution pixels (conventions:
+:mod:`firereg.transforms.coords`).
 
-The gallery re-registers the pairs it shows with the same method at the same working
-size as the benchmark (elastix runs with a fixed random seed and the networks have no
+The gallery re-registers the pairs it shows with the same method at the same benchmark
+size as the benchmark run (elastix runs with a fixed random seed and the networks have no
 randomness at inference, so it sees what the benchmark saw); its captions quote the
 benchmark's own error from ``pairs.csv``, so the figures and the tables cannot disagree.
 """
@@ -27,9 +27,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from firereg.evaluation.fire_protocol import CATEGORIES  # noqa: E402
-from firereg.evaluation.report.figures import checkerboard, colour_overlay, save_figure  # noqa: E402
+from firereg.evaluation.report.figures import (  # noqa: E402
+    checkerboard,
+    colour_overlay,
+    display_grey,
+    save_figure,
+)
 from firereg.evaluation.results import RegistrationMethod, RegistrationResult  # noqa: E402
-from firereg.transforms.io import atomic_to_csv
+from firereg.transforms.io import atomic_to_csv  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 __all__ = [
@@ -184,18 +189,9 @@ def deformation_grid(result: RegistrationResult, fixed: np.ndarray, lines: int =
     if tuple(np.asarray(fixed).shape[:2]) != result.fixed_shape:
         raise ValueError(f"fixed image has shape {np.asarray(fixed).shape[:2]}, the result expects {result.fixed_shape}")
     grid = np.clip(result.warp_moving(grid_lines(result.moving_shape, lines)), 0, 1)[..., None]
-    base = np.repeat(0.85 * _grey(fixed)[..., None], 3, axis=2)
+    base = np.repeat(0.85 * display_grey(fixed)[..., None], 3, axis=2)
     yellow = np.array([1.0, 0.85, 0.0], dtype=np.float32)
     return (np.clip(base * (1 - grid) + yellow * grid, 0, 1) * 255).astype(np.uint8)
-
-
-def _grey(image: np.ndarray) -> np.ndarray:
-    """(H, W) float32 in [0, 1]: the green channel (best vessel contrast), scaled to its 99.5th percentile."""
-    img = np.asarray(image, dtype=np.float32)
-    if img.ndim == 3:
-        img = img[..., 1] if img.shape[2] >= 3 else img[..., 0]
-    hi = float(np.percentile(img, 99.5)) or 1.0
-    return np.clip(img / hi, 0, 1)
 
 
 def _fit(image: np.ndarray, max_side: int) -> np.ndarray:
@@ -276,6 +272,29 @@ def _same_picks(old: pd.DataFrame | None, new: pd.DataFrame) -> bool:
     return bool(np.allclose(a["mean_error"].astype(float), b["mean_error"].astype(float), rtol=0, atol=1e-9, equal_nan=True))
 
 
+def _register_picks(method: RegistrationMethod, label: str, picks: pd.DataFrame, rows: dict[str, dict],
+                    bar: tqdm) -> list[dict]:
+    """Register each picked pair once (a failure is kept as its reason); one entry per pick."""
+    from firereg.evaluation.benchmark import load_pair
+
+    shown, done = [], {}
+    for pick in picks.to_dict("records"):
+        if pick["pair"] not in done:
+            bar.set_postfix_str(f"{label} {pick['pair']}")
+            fixed, moving, fixed_mask, moving_mask = load_pair(rows[pick["pair"]])
+            result, warped, reason = None, None, ""
+            try:
+                result = method.register(fixed, moving, fixed_mask, moving_mask)
+                warped = result.warp_moving(moving)
+            except Exception as err:  # a failed registration is shown as such, not a crash
+                result, reason = None, f"{type(err).__name__}: {err}"
+            done[pick["pair"]] = {"fixed": fixed, "moving": moving, "result": result, "warped": warped,
+                                  "reason": reason}
+            bar.update()
+        shown.append({**done[pick["pair"]], "pick": pick})
+    return shown
+
+
 def make_gallery(
     pairs: pd.DataFrame,
     manifest: pd.DataFrame,
@@ -290,7 +309,7 @@ def make_gallery(
     for ``deformation_methods``, showing the best, median and worst pair of each.
 
     Each shown pair is registered again with ``methods[label]`` (the method at the
-    benchmark's working size, e.g. :class:`firereg.evaluation.results.ResizedMethod`); captions
+    benchmark size, e.g. :class:`firereg.evaluation.results.ResizedMethod`); captions
     give the error from ``pairs``. ``OUT/gallery/index.csv`` records the picks: a method
     whose picks and files are unchanged since the last call is not registered again.
 
@@ -311,8 +330,6 @@ def make_gallery(
         ValueError: if a method of ``pairs`` has no entry in ``methods`` or a picked pair
             is not in ``manifest``.
     """
-    from firereg.evaluation.benchmark import load_pair
-
     out = Path(out)
     picks = pick_gallery_pairs(pairs)
     labels = list(pd.unique(picks["method"]))
@@ -343,21 +360,7 @@ def make_gallery(
     bar = tqdm(total=sum(picks.loc[picks["method"] == m, "pair"].nunique() for m in todo), desc="gallery",
                unit="pair", disable=not progress)
     for label in todo:
-        shown, done = [], {}
-        for pick in picks[picks["method"] == label].to_dict("records"):
-            if pick["pair"] not in done:
-                bar.set_postfix_str(f"{label} {pick['pair']}")
-                fixed, moving, fixed_mask, moving_mask = load_pair(rows[pick["pair"]])
-                result, warped, reason = None, None, ""
-                try:
-                    result = methods[label].register(fixed, moving, fixed_mask, moving_mask)
-                    warped = result.warp_moving(moving)
-                except Exception as err:  # a failed registration is shown as such, not a crash
-                    result, reason = None, f"{type(err).__name__}: {err}"
-                done[pick["pair"]] = {"fixed": fixed, "moving": moving, "result": result, "warped": warped,
-                                      "reason": reason}
-                bar.update()
-            shown.append({**done[pick["pair"]], "pick": pick})
+        shown = _register_picks(methods[label], label, picks[picks["method"] == label], rows, bar)
         name = file_label(label)
         save_figure(_gallery_figure(label, shown, max_side), out / "gallery" / f"{name}.png")
         if label in deformation_methods:

@@ -90,7 +90,7 @@ def test_outputs_failed_method_and_rescoring(manifest, tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "load_pair", load_pair)
     out = tmp_path / "bench"
     pairs = run_benchmark(
-        manifest, BenchmarkConfig(methods=["identity", "oracle", "broken"], size=256), out, factory=factory, progress=False
+        manifest, BenchmarkConfig(methods=["identity", "oracle", "broken"], benchmark_size=256), out, factory=factory, progress=False
     )
     assert len(pairs) == 3 * len(manifest)
     broken = pairs[pairs["method"] == "broken"]
@@ -129,16 +129,16 @@ def test_killed_benchmark_resumes_without_redoing_pairs(manifest, tmp_path):
     Counting.calls = []
     Counting.die_after = 2
     with pytest.raises(KeyboardInterrupt):
-        run_benchmark(manifest, BenchmarkConfig(methods=["counting"], size=96), out, factory=factory, progress=False)
+        run_benchmark(manifest, BenchmarkConfig(methods=["counting"], benchmark_size=96), out, factory=factory, progress=False)
     assert len(list((out / "records" / "counting").glob("*.json"))) == 2
     assert not (out / "pairs.csv").exists()  # tables are written only when complete
     Counting.die_after = None
     Counting.calls = []
-    pairs = run_benchmark(manifest, BenchmarkConfig(methods=["counting"], size=96), out, factory=factory, progress=False)
+    pairs = run_benchmark(manifest, BenchmarkConfig(methods=["counting"], benchmark_size=96), out, factory=factory, progress=False)
     assert len(Counting.calls) == len(manifest) - 2  # finished pairs were not redone
     assert len(pairs) == len(manifest) and (pairs["status"] == "ok").all()
     Counting.calls = []
-    run_benchmark(manifest, BenchmarkConfig(methods=["counting"], size=96), out, factory=factory, progress=False)
+    run_benchmark(manifest, BenchmarkConfig(methods=["counting"], benchmark_size=96), out, factory=factory, progress=False)
     assert Counting.calls == []
 
 

@@ -10,7 +10,7 @@ import pytest
 from firereg.evaluation.fire_protocol import (
     CATEGORIES,
     FIRE_THRESHOLDS,
-    classify_pair,
+    classify_errors,
     fire_auc,
     success_curves,
     success_rate,
@@ -59,22 +59,23 @@ def test_success_rate_rejects_bad_errors(bad):
 
 
 @pytest.mark.parametrize(
-    "distances, expected",
+    "median, largest, expected",
     [
-        ([1.0, 2.0, 50.0], "acceptable"),  # max exactly 50 is not > 50
-        ([1.0, 2.0, 50.01], "inaccurate"),  # max just above 50
-        ([20.0, 20.0, 20.0], "acceptable"),  # median exactly 20 is not > 20
-        ([20.01, 20.01, 1.0], "inaccurate"),  # median 20.01
-        ([0.0], "acceptable"),
+        (2.0, 50.0, "acceptable"),  # max exactly 50 is not > 50
+        (2.0, 50.01, "inaccurate"),  # max just above 50
+        (20.0, 20.0, "acceptable"),  # median exactly 20 is not > 20
+        (20.01, 20.01, "inaccurate"),  # median 20.01
+        (0.0, 0.0, "acceptable"),
+        (1.0, INF, "inaccurate"),  # not finite
     ],
 )
-def test_classify_pair_boundaries(distances, expected):
-    assert classify_pair(np.array(distances), failed=False) == expected
+def test_classify_errors_boundaries(median, largest, expected):
+    assert classify_errors(median, largest, failed=False) == expected
 
 
-def test_classify_pair_failed():
-    assert classify_pair(None, failed=False) == "failed"
-    assert classify_pair(np.array([0.0]), failed=True) == "failed"
+def test_classify_errors_failed():
+    assert classify_errors(math.nan, math.nan, failed=True) == "failed"
+    assert classify_errors(0.0, 0.0, failed=True) == "failed"
 
 
 def _row(method, pair, category, mean, median, mx, status="ok", seconds=1.0):

@@ -1,14 +1,10 @@
-"""Tests for firereg.evaluation.landmarks: distances, pair errors, direction choice, MONAI metric."""
+"""Tests for firereg.evaluation.landmarks: distances, pair errors, direction choice."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
-import torch
 from firereg.evaluation.landmarks import (
-    LandmarkErrorMetric,
     PairError,
     measure_pair,
     pair_error,
@@ -124,102 +120,3 @@ def test_measure_pair_shape_mismatch_quotes_shapes():
     with pytest.raises(ValueError) as err:
         measure_pair(result, np.zeros((4, 2)), np.zeros((3, 2)))
     assert "(4, 2)" in str(err.value) and "(3, 2)" in str(err.value)
-
-
-# --- LandmarkErrorMetric ------------------------------------------------------------
-
-
-def _batch(offsets: list[tuple[float, float]], n: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
-    """Targets (B, n, 2) and predictions shifted by one offset per batch item."""
-    target = torch.arange(len(offsets) * n * 2, dtype=torch.float32).reshape(len(offsets), n, 2)
-    pred = target + torch.tensor(offsets, dtype=torch.float32)[:, None, :]
-    return pred, target
-
-
-def test_metric_per_batch_values_and_shape():
-    metric = LandmarkErrorMetric()
-    pred, target = _batch([(3.0, 4.0), (0.0, 2.0)])
-    out = metric(y_pred=pred, y=target)
-    assert out.shape == (2, 1)
-    torch.testing.assert_close(out, torch.tensor([[5.0], [2.0]]))
-
-
-def test_metric_accumulates_aggregates_and_resets():
-    metric = LandmarkErrorMetric()
-    metric(*_batch([(3.0, 4.0), (0.0, 2.0)]))  # 5, 2
-    metric(*_batch([(1.0, 0.0)]))  # 1
-    assert metric.aggregate().item() == pytest.approx((5.0 + 2.0 + 1.0) / 3)
-    assert metric.aggregate("sum").item() == pytest.approx(8.0)
-    none = metric.aggregate("none")
-    assert none.shape == (3, 1)
-    assert metric.per_pair_errors() == pytest.approx([5.0, 2.0, 1.0])
-    # aggregating does not change the buffer
-    assert metric.aggregate().item() == pytest.approx(8.0 / 3)
-
-    metric.reset()
-    with pytest.raises(ValueError, match="no data"):
-        metric.aggregate()
-    metric(*_batch([(0.0, 7.0)]))
-    assert metric.aggregate().item() == pytest.approx(7.0)
-
-
-def test_metric_get_not_nans():
-    metric = LandmarkErrorMetric(get_not_nans=True)
-    metric(*_batch([(3.0, 4.0)]))
-    value, not_nans = metric.aggregate()
-    assert value.item() == pytest.approx(5.0)
-    assert not_nans.item() == 1
-
-
-def test_metric_ignores_nan_padding():
-    # pair 0 has 3 points, pair 1 has 1 point padded with 2 NaN rows
-    target = torch.tensor(
-        [
-            [[0.0, 0.0], [10.0, 10.0], [20.0, 0.0]],
-            [[5.0, 5.0], [math.nan, math.nan], [math.nan, math.nan]],
-        ]
-    )
-    pred = target.clone()
-    pred[0] += torch.tensor([[3.0, 4.0], [0.0, 0.0], [0.0, 1.0]])  # 5, 0, 1 -> mean 2
-    pred[1, 0] += torch.tensor([6.0, 8.0])  # 10
-    metric = LandmarkErrorMetric()
-    out = metric(y_pred=pred, y=target)
-    torch.testing.assert_close(out, torch.tensor([[2.0], [10.0]]))
-    assert metric.aggregate().item() == pytest.approx(6.0)
-
-
-def test_metric_pair_without_points_is_nan_and_skipped():
-    target = torch.tensor([[[0.0, 0.0]], [[math.nan, math.nan]]])
-    pred = torch.tensor([[[0.0, 4.0]], [[math.nan, math.nan]]])
-    metric = LandmarkErrorMetric(get_not_nans=True)
-    out = metric(y_pred=pred, y=target)
-    assert out[0, 0].item() == pytest.approx(4.0)
-    assert torch.isnan(out[1, 0])
-    value, not_nans = metric.aggregate()
-    assert value.item() == pytest.approx(4.0)
-    assert not_nans.item() == 1
-
-
-def test_metric_nan_prediction_at_real_point_is_infinite():
-    target = torch.zeros(1, 2, 2)
-    pred = torch.tensor([[[0.0, 1.0], [math.nan, math.nan]]])
-    metric = LandmarkErrorMetric()
-    out = metric(y_pred=pred, y=target)
-    assert math.isinf(out.item())
-
-
-def test_metric_accepts_list_of_pairs_with_different_counts():
-    metric = LandmarkErrorMetric()
-    preds = [torch.tensor([[3.0, 4.0]]), torch.tensor([[1.0, 0.0], [0.0, 3.0]])]
-    targets = [torch.zeros(1, 2), torch.zeros(2, 2)]
-    metric(y_pred=preds, y=targets)  # 5 and mean(1, 3) = 2
-    assert metric.per_pair_errors() == pytest.approx([5.0, 2.0])
-
-
-@pytest.mark.parametrize("pred_shape, target_shape", [((2, 3, 2), (2, 4, 2)), ((2, 3, 3), (2, 3, 3)), ((3, 2), (3, 2))])
-def test_metric_shape_mismatch_quotes_shapes(pred_shape, target_shape):
-    metric = LandmarkErrorMetric()
-    with pytest.raises(ValueError) as err:
-        metric(y_pred=torch.zeros(pred_shape), y=torch.zeros(target_shape))
-    assert str(pred_shape) in str(err.value)
-    assert str(target_shape) in str(err.value)

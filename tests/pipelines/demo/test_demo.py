@@ -1,4 +1,4 @@
-"""Tests of ``firereg demo`` (firereg.pipelines.demo.run) and its report figures (firereg.evaluation.report.gallery).
+"""Tests of ``firereg demo`` (firereg.pipelines.demo.run, .report) and its report figures (firereg.evaluation.report.gallery).
 
 The pieces are tested on toy tables and fake methods; the end-to-end test runs the whole
 demo on 9 generated pairs at 128 px (3 per category, so the validation split holds one S,
@@ -25,20 +25,19 @@ from firereg.evaluation.report.gallery import (
     pick_gallery_pairs,
     plot_error_boxplot,
 )
+from firereg.evaluation.report.tables import format_cell, markdown_table
 from firereg.evaluation.results import MatrixResult
 from firereg.pipelines.cli.app import app
+from firereg.pipelines.demo.report import reading
 from firereg.pipelines.demo.run import (
     DemoConfig,
     DemoPaths,
     demo_train_config,
-    format_value,
-    markdown_table,
-    prepare_split,
-    reading,
     run_demo,
     train_model,
 )
-from firereg.pipelines.training.engine import TrainConfig
+from firereg.transforms.splits import make_split, split_or_reuse, write_split
+from firereg.pipelines.training import TrainConfig
 from firereg.transforms.fire_generator import GeneratorConfig, make_fire_dataset
 from firereg.transforms.fire_reader import read_fire
 from PIL import Image
@@ -158,7 +157,7 @@ def test_markdown_table_and_reading():
     lines = markdown_table(summary)
     assert lines[0] == "| method | n_pairs | auc_S | auc_P | auc_A | mAUC | median_error | failed | median_seconds |"
     assert lines[5].startswith("| cascade+tto | 3 | 0.850 | 0.500 | – | 0.675 | 2.250 | 0 | 0.300 |")
-    assert (format_value(float("inf")), format_value(np.float32(0.12345)), format_value(7)) == ("inf", "0.123", "7")
+    assert (format_cell(float("inf")), format_cell(np.float32(0.12345)), format_cell(7)) == ("inf", "0.123", "7")
     text = "\n".join(reading(summary, "cascade", "cascade+tto"))
     assert "Best method by mAUC: **cascade** (mAUC 0.700)" in text
     assert "**cascade** beats elastix-bspline overall (mAUC 0.700 vs 0.600) and beats it on the P pairs" in text
@@ -180,18 +179,41 @@ def test_config_and_split_errors(fire_data, tmp_path):
     config = DemoConfig(budget_minutes=2.5).train_config()
     assert (config.model, config.budget_minutes) == ("cascade", 2.5)
     assert demo_train_config(3.0).budget_minutes == 3.0
+    with pytest.raises(ValueError, match="DemoConfig.benchmark_size"):
+        DemoConfig(benchmark_size=8).validate()
     manifest = read_fire(fire_data)
-    split = prepare_split(manifest, tmp_path / "split.csv", seed=0, val_fraction=0.4)
-    again = prepare_split(manifest, tmp_path / "split.csv", seed=5, val_fraction=0.4)  # reused, not redrawn
+    split = split_or_reuse(manifest, tmp_path / "split.csv", val_fraction=0.4, seed=0)
+    again = split_or_reuse(manifest, tmp_path / "split.csv", val_fraction=0.4, seed=5)  # reused, not redrawn
     pd.testing.assert_frame_equal(split, again)
-    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "split.csv"))):
-        prepare_split(manifest.iloc[:3], tmp_path / "split.csv", seed=0, val_fraction=0.4)
+    # the demo's split step: a split made for other data is refused, naming the file, before any training
+    out = tmp_path / "out"
+    write_split(make_split(manifest.iloc[:3], val_fraction=0.4, seed=0), DemoPaths(out).split)
+    with pytest.raises(ValueError, match=re.escape(str(DemoPaths(out).split))):
+        run_demo(DemoConfig(budget_minutes=0.1), fire_data, out, progress=False)
+    assert not DemoPaths(out).run.exists()
+
+
+def test_benchmark_settings_refuse_another_size_and_read_old_folders(tmp_path):
+    from firereg.pipelines.demo.run import _check_benchmark_settings
+
+    new, old = tmp_path / "new", tmp_path / "old"
+    new.mkdir()
+    _check_benchmark_settings(new, 128)  # first call: stored
+    assert json.loads((new / "demo_benchmark.json").read_text()) == {"benchmark_size": 128}
+    _check_benchmark_settings(new, 128)
+    with pytest.raises(ValueError, match="--size 128"):
+        _check_benchmark_settings(new, 96)
+    old.mkdir()
+    (old / "demo_benchmark.json").write_text(json.dumps({"size": 256}))  # written before the key was renamed
+    _check_benchmark_settings(old, 256)
+    with pytest.raises(ValueError, match="--size 256"):
+        _check_benchmark_settings(old, 512)
 
 
 def test_train_model_reuses_finished_and_resumes_interrupted_runs(tmp_path, monkeypatch):
-    """The decisions around firereg.pipelines.training.engine.train, with train itself replaced by a recorder."""
+    """The decisions around firereg.pipelines.training.train, with train itself replaced by a recorder."""
     import firereg.pipelines.demo.run as demo
-    import firereg.pipelines.training.engine as training
+    import firereg.pipelines.training as training
 
     calls = []
 
@@ -255,7 +277,7 @@ def test_demo_end_to_end_and_rerun_reuses_everything(tmp_path):
                                                                  n_points=5), progress=False)
     out = tmp_path / "demo"
     train = dataclasses.replace(demo_train_config(0.1), size=64, kernel_size=5)
-    config = DemoConfig(budget_minutes=0.1, size=128, train=train, num_threads=1, gallery_side=128)
+    config = DemoConfig(budget_minutes=0.1, benchmark_size=128, train=train, num_threads=1, gallery_side=128)
     report = run_demo(config, data, out, progress=False)
 
     folder = out / "report"
