@@ -87,6 +87,12 @@ def valid_forms() -> str:
 def parse_method_spec(spec: str) -> MethodSpec:
     """Parse one spec (see the module docstring) without loading anything.
 
+    Args:
+        spec: the spec as given, e.g. ``"cascade+tto:runs/a"``.
+
+    Returns:
+        The parsed spec.
+
     Raises:
         ValueError: quoting the bad spec and listing the valid forms.
     """
@@ -122,6 +128,9 @@ def parse_method_spec(spec: str) -> MethodSpec:
 def parse_method_list(text: str | Sequence[str]) -> list[str]:
     """Split a comma-separated ``--methods`` value, check every spec and that labels are unique.
 
+    Args:
+        text: the ``--methods`` value, or the specs as a sequence.
+
     Returns:
         The specs, stripped, in order.
 
@@ -147,8 +156,15 @@ def parse_method_list(text: str | Sequence[str]) -> list[str]:
 def make_any_method(spec: str) -> RegistrationMethod:
     """A registration method from a spec: a baseline or a trained model (see the module docstring).
 
-    Deep specs build :class:`firereg.pipelines.inference.deep_method.DeepMethod` (it registers at the
-    checkpoint's working size and answers in the pixels of the arrays given).
+    Deep specs build :class:`firereg.pipelines.inference.deep_method.DeepMethod`: it registers at the
+    checkpoint's network size and answers in the pixels of the arrays it is given (the benchmark
+    gives it images at the benchmark size; conventions: :mod:`firereg.transforms.coords`).
+
+    Args:
+        spec: one method spec.
+
+    Returns:
+        The method, named by the spec's label.
 
     Raises:
         ValueError: for a bad spec, listing the valid forms.
@@ -159,10 +175,9 @@ def make_any_method(spec: str) -> RegistrationMethod:
     parsed = parse_method_spec(spec)
     if not parsed.deep:
         return make_method(parsed.label)
+    # torch is imported only when a model is asked for
     from firereg.pipelines.inference.deep_method import DeepMethod
-    from firereg.pipelines.inference.refine import (
-        fundus_refinement,  # torch: only when a model is asked for
-    )
+    from firereg.pipelines.inference.refine import fundus_refinement
 
     refine = fundus_refinement(parsed.tto_steps) if parsed.tto_steps > 0 else None
     return DeepMethod(parsed.path, expected_type=parsed.model_type, refine=refine, name=parsed.label)

@@ -1,11 +1,11 @@
-"""Tests for the ``firereg`` command line (firereg.pipelines.cli.app) run in-process with typer's CliRunner."""
+"""``firereg make-data``, ``summary`` and ``split`` (firereg.pipelines.cli.data) run in-process with typer's CliRunner."""
 
 from __future__ import annotations
 
 import shutil
 
-import firereg.pipelines.default_data as default_data
 import pytest
+from firereg.pipelines import default_data
 from firereg.pipelines.cli.app import app
 from firereg.transforms.fire_generator import GeneratorConfig, read_generator_metadata
 from firereg.transforms.fire_reader import read_fire
