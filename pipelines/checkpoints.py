@@ -1,8 +1,10 @@
-"""firereg checkpoints: one format, one atomic save, one load with checks.
+"""firereg checkpoints: one format, one atomic save, one load with checks, the resume checks.
 
 A checkpoint is a ``torch.save`` dict: ``model_type`` (voxelmorph/affine/cascade),
-``net_kwargs``, ``state_dict``, ``size`` (working size, px), ``channel``, plus training
-state (``epoch``, ``optimizer``, ...). A *run* folder holds ``best.pt`` and ``last.pt``.
+``net_kwargs``, ``state_dict``, ``size`` (the network size, px), ``channel``, plus training
+state (``epoch``, ``step_in_epoch``, ``global_step``, ``optimizer``, ``world_size``, ``config``...).
+A *run* folder holds ``best.pt`` and ``last.pt``. :func:`check_resumable` and
+:func:`check_resume_position` decide whether a training run may continue from a ``last.pt``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ __all__ = [
     "load_model",
     "checkpoint_state",
     "save_checkpoint",
+    "check_resumable",
+    "check_resume_position",
+    "TRAINING_STATE_KEYS",
 ]
+
+#: the keys a checkpoint needs to resume training from it
+TRAINING_STATE_KEYS = ("optimizer", "epoch", "step_in_epoch", "global_step")
 
 
 class CheckpointError(ValueError):
@@ -110,9 +118,78 @@ def checkpoint_state(
 def save_checkpoint(state: Mapping, path: str | Path) -> Path:
     """``torch.save`` a checkpoint dict atomically (:func:`firereg.transforms.io.atomic_output`),
     flushed to disk before the rename, so a ``kill -9`` leaves the old file or the new one."""
-    with atomic_output(path) as tmp:
-        with open(tmp, "wb") as handle:
-            torch.save(dict(state), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+    with atomic_output(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(dict(state), handle)
+        handle.flush()
+        os.fsync(handle.fileno())
     return Path(path)
+
+
+def check_resumable(
+    ckpt: Mapping, path: str | Path, model_type: str, network_size: int, channel: str, net_kwargs: Mapping
+) -> None:
+    """Whether a run asking for this network may resume from ``ckpt`` (its ``last.pt``).
+
+    Args:
+        ckpt: the checkpoint dict (:func:`load_checkpoint`).
+        path: its file, for the messages.
+        model_type: the model type the run asks for.
+        network_size: the network size the run asks for, px (checkpoint key ``"size"``).
+        channel: the image channel the run asks for.
+        net_kwargs: the network settings the run asks for.
+
+    Raises:
+        CheckpointError: naming ``path`` and what differs, or the training state it lacks.
+    """
+    for key, have, want in (
+        ("model type", ckpt["model_type"], model_type),
+        ("working size", int(ckpt["size"]), int(network_size)),
+        ("channel", ckpt["channel"], channel),
+        ("network settings", dict(ckpt["net_kwargs"]), dict(net_kwargs)),
+    ):
+        if have != want:
+            raise CheckpointError(f"cannot resume from {path}: its {key} is {have!r} but the config asks for {want!r}")
+    missing = set(TRAINING_STATE_KEYS) - set(ckpt)
+    if missing:
+        raise CheckpointError(f"cannot resume from {path}: it lacks training state {sorted(missing)}")
+
+
+def check_resume_position(
+    ckpt: Mapping, path: str | Path, batch_size: int, world_size: int, steps_per_epoch: int
+) -> None:
+    """Whether a run may continue mid-epoch where ``ckpt`` stopped (at an epoch boundary it always may).
+
+    Mid-epoch the batches already done are skipped, so the batch size and the number of
+    processes must be those of the checkpoint (``config.batch_size``, ``world_size``; 1 for
+    checkpoints that do not record it) and the epoch must still be that long.
+
+    Args:
+        ckpt: the checkpoint dict.
+        path: its file, for the messages.
+        batch_size: the run's pairs per step (per process).
+        world_size: the run's number of processes.
+        steps_per_epoch: the run's steps per epoch.
+
+    Raises:
+        CheckpointError: naming ``path``, the stored and the asked value, and how to resume.
+    """
+    step_in_epoch = int(ckpt["step_in_epoch"])
+    if step_in_epoch == 0:
+        return
+    stored_batch = (ckpt.get("config") or {}).get("batch_size", batch_size)
+    if stored_batch != batch_size:
+        raise CheckpointError(
+            f"cannot resume from {path} mid-epoch with another batch size "
+            f"({stored_batch} -> {batch_size}); resume with --batch-size {stored_batch}"
+        )
+    stored_world = int(ckpt.get("world_size", 1))
+    if stored_world != world_size:
+        raise CheckpointError(
+            f"cannot resume from {path} mid-epoch with another number of processes "
+            f"({stored_world} -> {world_size}); resume with {stored_world}"
+        )
+    if step_in_epoch > steps_per_epoch:
+        raise CheckpointError(
+            f"cannot resume from {path}: it is {step_in_epoch} steps into an epoch of {steps_per_epoch} "
+            f"steps; the training data changed"
+        )

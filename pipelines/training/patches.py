@@ -14,8 +14,8 @@ From each training pair (at working size ``size``, through the pair pipeline
    ``G(origin + A⁻¹ r)``. Then fixed patch pixel ``q`` and moving patch pixel ``A q`` show
    the same place (up to the non-affine part of the pair).
 
-Coordinates are PATCH pixel indices in ``PILReader`` layout order ``(x, y)`` (patch
-tensors are (1, P, P) with axis 1 = x), the convention of
+Coordinates are patch pixel indices ``(x, y)`` of the ``XY`` layout
+(:mod:`firereg.transforms.coords`; patch tensors are (1, P, P)), the convention of
 :meth:`firereg.pipelines.nn.networks.AffineNet.predict_affine`: the target ``affine`` (2, 3) maps a
 fixed patch pixel ``p`` to the moving patch pixel ``affine[:, :2] @ p + affine[:, 2]``,
 and ``Warp()(moving, affine_to_ddf(affine))`` aligns the moving patch with the fixed one.
@@ -29,7 +29,6 @@ Each patch pair is an ``.npz`` file: ``fixed``, ``moving``, ``fixed_mask``,
 from __future__ import annotations
 
 import json
-import os
 import warnings
 import zlib
 from pathlib import Path
@@ -38,26 +37,22 @@ import numpy as np
 import pandas as pd
 import torch
 from firereg.pipelines.nn.losses import fit_affine
-from firereg.transforms.io import atomic_write_text
+from firereg.transforms.io import atomic_output, atomic_write_text
 from firereg.transforms.pair_transforms import (
     PairTransformConfig,
     manifest_to_dicts,
     pair_transforms,
 )
 from scipy.ndimage import map_coordinates
+from skimage.transform import AffineTransform
 from torch.utils.data import Dataset
 
 __all__ = [
-    "PATCH_KEYS",
     "random_patch_affine",
     "cut_patch_pair",
     "make_patches",
     "PatchDataset",
 ]
-
-#: the keys every patch file holds
-PATCH_KEYS = ("fixed", "moving", "fixed_mask", "moving_mask", "affine", "name", "origin", "pair_affine", "size")
-
 
 def random_patch_affine(
     rng: np.random.Generator,
@@ -79,15 +74,9 @@ def random_patch_affine(
     return np.concatenate([linear, (centre + t - linear @ centre)[:, None]], axis=1)
 
 
-def _invert(affine: np.ndarray) -> np.ndarray:
-    full = np.eye(3)
-    full[:2] = affine
-    return np.linalg.inv(full)[:2]
-
-
-def _apply(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Apply (2, 3) to points (2, ...) (index order)."""
-    return np.einsum("ij,j...->i...", affine[:, :2], points) + affine[:, 2].reshape(2, *([1] * (points.ndim - 1)))
+def _transform(affine: np.ndarray) -> AffineTransform:
+    """The (2, 3) affine as a scikit-image transform (points (N, 2) in ``(x, y)`` index order)."""
+    return AffineTransform(matrix=np.vstack([np.asarray(affine, dtype=np.float64), [0.0, 0.0, 1.0]]))
 
 
 def _sample(image: np.ndarray, coords: np.ndarray, order: int) -> np.ndarray:
@@ -108,7 +97,7 @@ def cut_patch_pair(
     """Cut a fixed patch and resample the matching moving patch with a known residual affine.
 
     Args:
-        fixed: (C, W, H) fixed image, ``PILReader`` layout (``image[c, x, y]``).
+        fixed: (C, W, H) fixed image, ``XY`` layout (:mod:`firereg.transforms.coords`).
         moving: (C, W', H') moving image, same layout.
         pair_affine: (2, 3) affine mapping fixed pixels ``(x, y)`` to moving pixels.
         origin: ``(x, y)`` fixed pixel of the patch's pixel (0, 0); the patch must fit.
@@ -134,9 +123,9 @@ def cut_patch_pair(
         raise ValueError(f"a {patch_size} px patch at origin ({ox}, {oy}) does not fit in a {w}x{h} image")
     fixed_patch = fixed[:, ox : ox + patch_size, oy : oy + patch_size].astype(np.float32)
     grid = np.stack(np.meshgrid(np.arange(patch_size), np.arange(patch_size), indexing="ij")).astype(np.float64)
-    in_fixed = _apply(_invert(np.asarray(target_affine, dtype=np.float64)), grid) + np.array([ox, oy]).reshape(2, 1, 1)
-    in_moving = _apply(np.asarray(pair_affine, dtype=np.float64), in_fixed)
-    return fixed_patch, _sample(moving, in_moving, order=1)
+    in_fixed = _transform(target_affine).inverse(grid.reshape(2, -1).T) + np.array([ox, oy])
+    in_moving = _transform(pair_affine)(in_fixed)
+    return fixed_patch, _sample(moving, in_moving.T.reshape(2, patch_size, patch_size), order=1)
 
 
 def _candidate_origins(
@@ -150,7 +139,7 @@ def _candidate_origins(
     xs, ys = xs[keep], ys[keep]
     if len(xs) == 0:
         return np.zeros((0, 2), dtype=np.int64)
-    mx, my = np.rint(_apply(pair_affine, np.stack([xs, ys]).astype(np.float64))).astype(np.int64)
+    mx, my = np.rint(_transform(pair_affine)(np.stack([xs, ys], axis=1).astype(np.float64))).astype(np.int64).T
     mw, mh = moving_mask.shape
     inside = (mx >= 0) & (my >= 0) & (mx < mw) & (my < mh)
     inside[inside] = moving_mask[mx[inside], my[inside]] > 0.5
@@ -158,14 +147,64 @@ def _candidate_origins(
 
 
 def _save_npz(path: Path, arrays: dict) -> Path:
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
-    try:
-        with tmp.open("wb") as handle:
-            np.savez(handle, **arrays)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """``np.savez`` written atomically (:func:`firereg.transforms.io.atomic_output`)."""
+    with atomic_output(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
     return path
+
+
+def _pair_patches(
+    name: str,
+    data: dict,
+    out: Path,
+    n_per_pair: int,
+    patch_size: int,
+    size: int,
+    seed: int,
+    ranges: tuple[float, float, float],
+) -> list[Path]:
+    """Write the patch files of one pair (``data``: its pair pipeline output); [] if it has no usable centre.
+
+    ``ranges``: ``(rotate_deg, scale, shift_fraction)`` of :func:`random_patch_affine`.
+    """
+    fixed, moving = np.asarray(data["fixed"]), np.asarray(data["moving"])
+    fixed_mask, moving_mask = np.asarray(data["fixed_mask"]), np.asarray(data["moving_mask"])
+    try:
+        pair_affine = fit_affine(
+            torch.as_tensor(data["fixed_points"]).double(), torch.as_tensor(data["moving_points"]).double()
+        )[0].numpy()
+    except ValueError as err:
+        raise ValueError(f"pair {name}: {err}") from None
+    origins = _candidate_origins(fixed_mask[0], moving_mask[0], pair_affine, patch_size)
+    if len(origins) == 0:
+        warnings.warn(f"pair {name}: no {patch_size} px patch centre in both fields of view; skipped", stacklevel=3)
+        return []
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    written = []
+    for k in range(n_per_pair):
+        origin = origins[rng.integers(len(origins))]
+        target = random_patch_affine(rng, patch_size, *ranges)
+        f_patch, m_patch = cut_patch_pair(
+            np.concatenate([fixed, fixed_mask]), np.concatenate([moving, moving_mask]),
+            pair_affine, origin, patch_size, target,
+        )
+        written.append(
+            _save_npz(
+                out / f"{name}_{k:03d}.npz",
+                {
+                    "fixed": f_patch[:1],
+                    "moving": m_patch[:1],
+                    "fixed_mask": (f_patch[1:] > 0.5).astype(np.float32),
+                    "moving_mask": (m_patch[1:] > 0.5).astype(np.float32),
+                    "affine": target.astype(np.float32),
+                    "name": np.array(name),
+                    "origin": origin.astype(np.int64),
+                    "pair_affine": pair_affine.astype(np.float64),
+                    "size": np.array(size, dtype=np.int64),
+                },
+            )
+        )
+    return written
 
 
 def make_patches(
@@ -206,44 +245,8 @@ def make_patches(
     transform = pair_transforms(PairTransformConfig(size=size))
     written: list[Path] = []
     for row in manifest_to_dicts(manifest):
-        name = str(row["name"])
-        data = transform(row)
-        fixed, moving = np.asarray(data["fixed"]), np.asarray(data["moving"])
-        fixed_mask, moving_mask = np.asarray(data["fixed_mask"]), np.asarray(data["moving_mask"])
-        try:
-            pair_affine = fit_affine(
-                torch.as_tensor(data["fixed_points"]).double(), torch.as_tensor(data["moving_points"]).double()
-            )[0].numpy()
-        except ValueError as err:
-            raise ValueError(f"pair {name}: {err}") from None
-        origins = _candidate_origins(fixed_mask[0], moving_mask[0], pair_affine, patch_size)
-        if len(origins) == 0:
-            warnings.warn(f"pair {name}: no {patch_size} px patch centre in both fields of view; skipped", stacklevel=2)
-            continue
-        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
-        for k in range(n_per_pair):
-            origin = origins[rng.integers(len(origins))]
-            target = random_patch_affine(rng, patch_size, rotate_deg, scale, shift_fraction)
-            f_patch, m_patch = cut_patch_pair(
-                np.concatenate([fixed, fixed_mask]), np.concatenate([moving, moving_mask]),
-                pair_affine, origin, patch_size, target,
-            )
-            written.append(
-                _save_npz(
-                    out / f"{name}_{k:03d}.npz",
-                    {
-                        "fixed": f_patch[:1],
-                        "moving": m_patch[:1],
-                        "fixed_mask": (f_patch[1:] > 0.5).astype(np.float32),
-                        "moving_mask": (m_patch[1:] > 0.5).astype(np.float32),
-                        "affine": target.astype(np.float32),
-                        "name": np.array(name),
-                        "origin": origin.astype(np.int64),
-                        "pair_affine": pair_affine.astype(np.float64),
-                        "size": np.array(size, dtype=np.int64),
-                    },
-                )
-            )
+        written += _pair_patches(str(row["name"]), transform(row), out, n_per_pair, patch_size, size, seed,
+                                 (rotate_deg, scale, shift_fraction))
     if not written:
         raise ValueError(f"no patches written: no pair of {list(manifest['name'])} had a patch centre in both fields of view")
     settings = {

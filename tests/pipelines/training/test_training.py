@@ -1,4 +1,4 @@
-"""Tests of the training engine (firereg.pipelines.training.engine) and the ``firereg train`` command.
+"""Tests of the training loop (firereg.pipelines.training) and the ``firereg train`` command.
 
 Runs are tiny: the shared 5-pair generated dataset (3 train / 2 validation pairs) at a
 64 px working size (128 px where the affine network is involved: it halves the image six
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +20,8 @@ from firereg.pipelines.checkpoints import CheckpointError, load_checkpoint
 from firereg.pipelines.cli.app import app
 from firereg.pipelines.inference.deep_method import DeepMethod
 from firereg.pipelines.nn.losses import affine_point_loss, fit_affine
-from firereg.pipelines.training.engine import (
+from firereg.pipelines.training import (
     LOG_COLUMNS,
-    EpochOrder,
     TrainConfig,
     Trainer,
     collate_pairs,
@@ -31,6 +29,7 @@ from firereg.pipelines.training.engine import (
     train,
     validate_network,
 )
+from firereg.pipelines.training.patches import make_patches
 from firereg.transforms.datasets import fire_dataset
 from firereg.transforms.fire_reader import read_fire
 from PIL import Image
@@ -113,13 +112,6 @@ def test_collate_pads_points_with_nan_and_cascade_loss_is_finite():
     assert torch.isfinite(total)
     assert parts["affine_loss"] == pytest.approx(math.hypot(3.0, 2.0), rel=1e-3)  # identity vs the shift, px
     assert math.isfinite(parts["similarity"]) and math.isfinite(parts["smoothness"])
-
-
-def test_epoch_order_is_reproducible_and_skips_done_batches():
-    full = list(EpochOrder(7, seed=3, epoch=2))
-    assert sorted(full) == list(range(7))
-    assert list(EpochOrder(7, seed=3, epoch=2, skip=4)) == full[4:]
-    assert list(EpochOrder(7, seed=3, epoch=3)) != full
 
 
 @pytest.mark.parametrize(
@@ -208,6 +200,7 @@ def test_matching_affine_training_recovers_a_large_shift(tmp_path):
     assert after < 3.0, (before, after)  # full-resolution px, of a 46.6 px shift
 
 
+@pytest.mark.slow
 def test_voxelmorph_training_recovers_a_shift(tmp_path):
     root = _shifted_pair(tmp_path / "fire")
     config = TrainConfig(model="voxelmorph", size=128, augment=False, lr=1e-3)
@@ -256,6 +249,7 @@ def test_train_then_resume_continues_from_saved_epoch(fire_data, tmp_path):
     assert again["stopped"] == "already done" and len(_log_rows(out)) == 2
 
 
+@pytest.mark.slow
 def test_kill_mid_epoch_resume_skips_done_batches_exactly(fire_data, tmp_path):
     config = TrainConfig(**TINY, epochs=2, checkpoint_every=2)  # augmentation on: it must replay too
     reference_losses: list[float] = []
@@ -286,6 +280,7 @@ def test_kill_mid_epoch_resume_skips_done_batches_exactly(fire_data, tmp_path):
         torch.testing.assert_close(state[key], ref_state[key], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_budget_stop_saves_validates_and_resumes(fire_data, tmp_path):
     out = tmp_path / "run"
     result = train(TrainConfig(**TINY, epochs=1, budget_minutes=1e-6), fire_data, out, progress=False, num_threads=1)
@@ -316,19 +311,9 @@ def test_resume_refuses_another_model_type_or_size(fire_data, tmp_path):
         train(TrainConfig(**TINY), fire_data, out, resume=True, progress=False, num_threads=1)
 
 
-def test_patch_training_needs_the_patch_module(fire_data, tmp_path, monkeypatch):
-    folder = tmp_path / "patches"
-    folder.mkdir()
-    monkeypatch.setitem(sys.modules, "firereg.pipelines.training.patches", None)  # the module cannot be imported
-    config = TrainConfig(model="affine", size=128, patches=str(folder))
-    with pytest.raises(RuntimeError, match=r"pipelines\.training\.patches"):
-        train(config, fire_data, tmp_path / "run", progress=False, num_threads=1)
-
-
 def test_patch_training_runs(fire_data, tmp_path):
-    patches = pytest.importorskip("firereg.pipelines.training.patches")
     manifest = read_fire(fire_data)
-    patches.make_patches(manifest, tmp_path / "patches", n_per_pair=1, patch_size=96, size=128, seed=0)
+    make_patches(manifest, tmp_path / "patches", n_per_pair=1, patch_size=96, size=128, seed=0)
     result = train(TrainConfig(model="affine", size=128, epochs=1, patches=str(tmp_path / "patches")),
                    fire_data, tmp_path / "run", progress=False, num_threads=1)
     assert result["steps"] >= 1 and (tmp_path / "run" / "best.pt").is_file()

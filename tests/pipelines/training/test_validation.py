@@ -1,0 +1,72 @@
+"""One scoring path: training's validation and ``firereg benchmark`` give the same per-pair errors.
+
+A tiny VoxelMorph (64 px network size, one epoch of 6 steps on the shared 5-pair dataset, a
+large learning rate so that its fields are far from zero) is trained with a benchmark size
+(192 px) below the images' 256 px, so both resizings happen: full resolution → benchmark size
+(cv2, :class:`firereg.evaluation.results.ResizedMethod`) → network size (MONAI).
+"""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from firereg.pipelines.checkpoints import load_model
+from firereg.pipelines.cli.app import app
+from firereg.pipelines.training import TrainConfig, train, validate_network
+from firereg.transforms.fire_reader import read_fire
+from firereg.transforms.splits import read_split, select_split
+from typer.testing import CliRunner
+
+BENCHMARK_SIZE = 192
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_validation_and_benchmark_score_best_pt_the_same(fire_data, tmp_path):
+    run = tmp_path / "run"
+    config = TrainConfig(model="voxelmorph", size=64, kernel_size=5, epochs=1, lr=1e-2, repeats=2,
+                         benchmark_size=BENCHMARK_SIZE)
+    train(config, fire_data, run, progress=False, num_threads=1)
+
+    # training's validation of best.pt on the run's validation pairs
+    net, ckpt = load_model(run / "best.pt")
+    assert ckpt["config"]["benchmark_size"] == BENCHMARK_SIZE and int(ckpt["size"]) == 64
+    validation = select_split(read_fire(fire_data), read_split(run / "split.csv"), "validation")
+    metrics, pairs = validate_network(net, "voxelmorph", int(ckpt["size"]), ckpt["channel"], validation,
+                                      benchmark_size=BENCHMARK_SIZE)
+    assert len(pairs) == 2 and (pairs["status"] == "ok").all()
+    with open(run / "log.csv", newline="") as handle:
+        logged = list(csv.DictReader(handle))[-1]
+    assert float(logged["val_mean_error"]) == pytest.approx(metrics["mean_error"], rel=1e-9)
+    assert float(logged["val_mAUC"]) == pytest.approx(metrics["mAUC"], abs=1e-12)
+
+    # the benchmark command on the same checkpoint and pairs
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(app, ["benchmark", "--data", str(fire_data), "--methods", f"voxelmorph:{run}",
+                                      "--size", str(BENCHMARK_SIZE), "--split", str(run / "split.csv"),
+                                      "--subset", "validation", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    bench = pd.read_csv(out / "pairs.csv").set_index("pair").sort_index()
+    ours = pairs.set_index("pair").sort_index()
+    assert list(bench.index) == list(ours.index)
+    for column in ("mean_error", "median_error", "max_error"):
+        np.testing.assert_allclose(ours[column].to_numpy(float), bench[column].to_numpy(float), rtol=1e-6, atol=0)
+    summary = pd.read_csv(out / "summary.csv").iloc[0]
+    assert summary["mAUC"] == pytest.approx(metrics["mAUC"], abs=1e-9)
+
+    # the benchmark size matters beyond that tolerance: scoring the full-resolution images directly
+    # (the old validation path, no cv2 step) gives other errors
+    _, direct = validate_network(net, "voxelmorph", 64, ckpt["channel"], validation, benchmark_size=256)
+    direct = direct.set_index("pair").sort_index()["mean_error"].to_numpy(float)
+    assert not np.allclose(direct, ours["mean_error"].to_numpy(float), rtol=1e-6, atol=0)
