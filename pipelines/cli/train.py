@@ -81,6 +81,11 @@ def train_command(
         int | None,
         typer.Option(help="Network size: side of the square images the network is trained on, px (default: 256)."),
     ] = None,
+    benchmark_size: Annotated[
+        int | None,
+        typer.Option("--benchmark-size", help="Benchmark size at which validation registers the pairs, longest side px, "
+                                              "as `firereg benchmark --size` (default: 512)."),
+    ] = None,
     channel: Annotated[str | None, typer.Option(help="Image channel: green, luminance, red, blue (default: green).")] = None,
     lam: Annotated[float | None, typer.Option("--lambda", help="Smoothness weight (default: 0.01).")] = None,
     similarity: Annotated[str | None, typer.Option(help="lncc, mse or mi (default: lncc).")] = None,
@@ -121,7 +126,8 @@ def train_command(
     from firereg.pipelines.training import TrainConfig, train
 
     given = {
-        "model": model, "epochs": epochs, "lr": lr, "batch_size": batch_size, "size": size, "channel": channel,
+        "model": model, "epochs": epochs, "lr": lr, "batch_size": batch_size, "size": size,
+        "benchmark_size": benchmark_size, "channel": channel,
         "lam": lam, "similarity": similarity, "smoothness": smoothness, "affine_supervision": affine_supervision,
         "augment": augment, "seed": seed, "checkpoint_every": checkpoint_every, "budget_minutes": budget_minutes,
         "integration_steps": integration_steps, "patches": str(patches) if patches is not None else None,

@@ -129,9 +129,10 @@ class DemoConfig:
         self.train_config().validate()
 
     def train_config(self) -> TrainConfig:
-        """The training settings with this demo's budget."""
+        """The training settings with this demo's budget; validation scores at the demo's benchmark size,
+        so the training log and the benchmark report the same numbers."""
         base = self.train if self.train is not None else demo_train_config(self.budget_minutes)
-        return dataclasses.replace(base, budget_minutes=float(self.budget_minutes))
+        return dataclasses.replace(base, budget_minutes=float(self.budget_minutes), benchmark_size=self.benchmark_size)
 
 
 @dataclass(frozen=True)

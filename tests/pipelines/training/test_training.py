@@ -26,6 +26,7 @@ from firereg.pipelines.training import (
     Trainer,
     collate_pairs,
     grid_points,
+    run_config,
     train,
     validate_network,
 )
@@ -326,11 +327,12 @@ def test_patch_training_runs(fire_data, tmp_path):
 def test_cli_train_writes_checkpoints_and_logs(fire_data, tmp_path):
     out = tmp_path / "run"
     args = ["train", "--data", str(fire_data), "--out", str(out), "--model", "voxelmorph", "--epochs", "1",
-            "--size", "64", "--no-progress", "--threads", "1"]
+            "--size", "64", "--benchmark-size", "96", "--no-progress", "--threads", "1"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     for name in ("best.pt", "last.pt", "log.csv"):
         assert (out / name).is_file(), name
+    assert (run_config(out).size, run_config(out).benchmark_size) == (64, 96)
     assert (out / "tb").is_dir() and any((out / "tb").iterdir())
     assert "best validation mAUC" in result.stdout and str(out / "best.pt") in result.stdout
     # resuming with the run's own settings needs no options; another model is refused
