@@ -2,7 +2,7 @@
 
 A method registers a *moving* image onto a *fixed* image and returns a
 :class:`RegistrationResult`. Points are ``(x, y)`` full-resolution pixels and image arrays
-are row-major (``Layout.YX``); fields map fixed → moving. The conventions are written
+are row-major (``YX``); fields map fixed → moving. The conventions are written
 down once, in :mod:`firereg.transforms.coords`.
 
 Every result can

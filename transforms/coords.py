@@ -5,7 +5,7 @@ pixel centres at integer positions, at the image's **full resolution** (FIRE's
 control-point files use this: ``x_fixed y_fixed x_moving y_moving``, the fixed image being
 ``<pair>_1.jpg``).
 
-**Array layouts** (:class:`Layout`):
+**Array layouts** (named ``YX`` and ``XY`` in docstrings):
 
 - ``YX`` (row-major): NumPy, PIL, OpenCV, ITK's ``GetArrayFromImage`` — ``image[y, x]``,
   an RGB image is (H, W, 3);
@@ -33,13 +33,11 @@ elastix/transformix). Row-major fields are (2, H, W) with channel 0 = dx, channe
 from __future__ import annotations
 
 from collections.abc import Sequence
-from enum import Enum
 
 import numpy as np
 import torch
 
 __all__ = [
-    "Layout",
     "FIELD_DIRECTION",
     "size_of",
     "shape_of",
@@ -53,13 +51,6 @@ __all__ = [
 
 #: the direction of every displacement field in firereg, in words (also written into NIfTI headers)
 FIELD_DIRECTION = "fixed -> moving: p_moving = p_fixed + u(p_fixed)"
-
-
-class Layout(str, Enum):
-    """The two array layouts of a 2D image in this project."""
-
-    XY = "xy"  #: ``array[c, x, y]``: MONAI PILReader (reverse indexing), the networks' layout
-    YX = "yx"  #: ``array[y, x(, c)]``: NumPy / PIL / OpenCV / ITK GetArrayFromImage
 
 
 def size_of(shape: Sequence[int]) -> tuple[int, int]:

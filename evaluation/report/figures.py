@@ -1,6 +1,6 @@
 """Benchmark figures a person can open: success-rate plots, checkerboards and overlays.
 
-Images are row-major (``Layout.YX``, :mod:`firereg.transforms.coords`); every file is
+Images are row-major (``YX``, :mod:`firereg.transforms.coords`); every file is
 written atomically (:func:`firereg.transforms.io.atomic_output`).
 """
 
