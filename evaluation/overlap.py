@@ -7,7 +7,8 @@
 - **binary masks** (bool, or any array where nonzero = inside): one Dice (:func:`dice`).
 
 When both sets are empty the Dice is undefined and reported as NaN (not 1): an absent
-structure says nothing about the registration. :func:`mean_dice` ignores NaNs.
+structure says nothing about the registration. :func:`mean_dice` ignores NaNs. The Dice
+itself is MONAI's (:func:`monai.metrics.compute_dice` on one-hot masks, in float64).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.metrics import compute_dice
 
 __all__ = ["dice", "dice_per_label", "mean_dice"]
 
@@ -35,6 +37,22 @@ def _check_shapes(a: np.ndarray, b: np.ndarray) -> None:
         raise ValueError(f"the two segmentations must have one shape, got {a.shape} and {b.shape}")
 
 
+def _dice_of_masks(masks_a: np.ndarray, masks_b: np.ndarray) -> np.ndarray:
+    """Dice of each pair of boolean masks stacked on axis 0 (L, *spatial) → (L,); NaN where both are empty.
+
+    MONAI scores a pair whose ground truth is empty as 1 (both empty) or NaN, never as
+    "undefined only when both are empty", so that case is set here.
+    """
+    n = len(masks_a)
+    if n == 1:  # MONAI reads one channel as class indices (and scores it in float32): give it two
+        masks_a, masks_b = np.concatenate([masks_a, masks_a]), np.concatenate([masks_b, masks_b])
+    a = torch.as_tensor(masks_a[None])  # (1, L, *spatial) bool: the "prediction"
+    b = torch.as_tensor(masks_b[None], dtype=torch.float64)  # float64: exact counts and ratio
+    scores = compute_dice(a, b, include_background=True, ignore_empty=False)[0, :n].double().numpy()
+    empty = ~(masks_a[:n].reshape(n, -1).any(1) | masks_b[:n].reshape(n, -1).any(1))
+    return np.where(empty, np.nan, scores)
+
+
 def dice(mask_a: Any, mask_b: Any) -> float:
     """Dice of two binary masks (nonzero = inside); NaN when both are empty.
 
@@ -44,10 +62,7 @@ def dice(mask_a: Any, mask_b: Any) -> float:
     a = _as_numpy(mask_a, "mask_a").astype(bool)
     b = _as_numpy(mask_b, "mask_b").astype(bool)
     _check_shapes(a, b)
-    total = int(a.sum()) + int(b.sum())
-    if total == 0:
-        return float("nan")
-    return 2.0 * int(np.logical_and(a, b).sum()) / total
+    return float(_dice_of_masks(a[None], b[None])[0])
 
 
 def dice_per_label(labels_a: Any, labels_b: Any, labels: Iterable[int] | None = None) -> dict[int, float]:
@@ -75,7 +90,10 @@ def dice_per_label(labels_a: Any, labels_b: Any, labels: Iterable[int] | None = 
         values = sorted(int(v) for v in np.union1d(np.unique(a), np.unique(b)) if v != 0)
     else:
         values = sorted(int(v) for v in labels)
-    return {v: dice(a == v, b == v) for v in values}
+    if not values:
+        return {}
+    scores = _dice_of_masks(np.stack([a == v for v in values]), np.stack([b == v for v in values]))
+    return {v: float(score) for v, score in zip(values, scores)}
 
 
 def mean_dice(scores: dict[int, float] | Iterable[float]) -> float:

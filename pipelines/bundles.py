@@ -1,8 +1,8 @@
 """What the MONAI bundles in ``bundles/`` need on top of firereg's library.
 
 The bundle configs (``bundles/fire_*/configs/*.yaml``) build their pieces from
-:mod:`transforms`, :mod:`pipelines` and :mod:`evaluation` directly — training is
-:func:`firereg.pipelines.training.engine.train`, evaluation :func:`firereg.pipelines.training.engine.validate_network`,
+:mod:`firereg.transforms`, :mod:`firereg.pipelines` and :mod:`firereg.evaluation` directly — training is
+:func:`firereg.pipelines.training.train`, evaluation :func:`firereg.pipelines.training.validate_network`,
 inference :func:`firereg.pipelines.register.register_pair`. This module holds only the glue:
 
 - :func:`bundle_root`: a bundle's folder, the default ``bundle_root`` of its configs;
@@ -40,20 +40,16 @@ from firereg.evaluation.report.figures import plot_success_rate
 from firereg.evaluation.report.tables import write_summary
 from firereg.pipelines.checkpoints import (
     CheckpointError,
+    checkpoint_state,
     load_checkpoint,
     resolve_checkpoint,
     save_checkpoint,
 )
 from firereg.pipelines.nn.networks import CascadeNet, MatchingAffineNet, VoxelMorphNet
-from firereg.pipelines.training.engine import TrainConfig, validate_network
+from firereg.pipelines.training import DEFAULT_BENCHMARK_SIZE, TrainConfig, validate_network
 from firereg.transforms.fire_reader import read_fire
 from firereg.transforms.io import atomic_to_csv, atomic_write_text
-from firereg.transforms.splits import (
-    DEFAULT_VAL_FRACTION,
-    make_split,
-    read_split,
-    select_split,
-)
+from firereg.transforms.splits import DEFAULT_VAL_FRACTION, make_split, select_split, stored_split
 from torch import nn
 
 __all__ = [
@@ -204,9 +200,8 @@ def save_weights(network: nn.Module, run: str | Path, filepath: str | Path, mode
     except RuntimeError as err:
         raise CheckpointError(f"checkpoint {ckpt['path']} does not fit the bundle's network_def: {err}") from None
     filepath = Path(filepath)
-    filepath.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
-    save_checkpoint(state, filepath)
+    save_checkpoint(state, filepath)  # a plain state dict (the model-zoo convention), saved atomically
     validation = ckpt.get("validation") or {}
     record = {
         "model_type": ckpt["model_type"],
@@ -259,6 +254,7 @@ def load_weights(
                     f"{filepath} was trained with {key} = {trained[key]!r} ({record_path}) but the config asks for "
                     f"{value!r}; pass --{key} {trained[key]}"
                 )
+    # a plain state dict (the model-zoo convention), not a firereg checkpoint: load_checkpoint does not apply
     state = torch.load(filepath, map_location="cpu", weights_only=True)
     try:
         network.load_state_dict(state)
@@ -301,12 +297,9 @@ def select_pairs(
     if subset == "all":
         manifest.attrs["split_source"] = "all pairs"
         return manifest
-    split = None
-    if split_file is not None and Path(split_file).is_file():
-        stored = read_split(split_file)
-        if set(stored["name"]) == set(manifest["name"]):
-            split, source = stored, str(split_file)
-    if split is None:
+    split = stored_split(manifest, split_file) if split_file is not None else None
+    source = str(split_file)
+    if split is None:  # evaluation on other data: the split is made again, never written into the run
         split = make_split(manifest, val_fraction=val_fraction, seed=seed)
         source = f"make_split(val_fraction={val_fraction}, seed={seed})"
     selected = select_split(manifest, split, subset)
@@ -323,9 +316,12 @@ def evaluate_network(
     output_dir: str | Path,
     progress: bool = True,
     checkpoint: str | Path | None = None,
+    benchmark_size: int = DEFAULT_BENCHMARK_SIZE,
 ) -> dict[str, float]:
     """Score ``network`` on the manifest's pairs with the FIRE protocol — the validation of
-    :func:`firereg.pipelines.training.engine.train` (:func:`firereg.pipelines.training.engine.validate_network`) — and
+    :func:`firereg.pipelines.training.train` (:func:`firereg.pipelines.training.validate_network`,
+    at ``benchmark_size``, px of the longest side, as ``firereg benchmark --size``; ``size`` is
+    the network size) — and
     write ``metrics.json`` (AUC per category, mAUC, mean/median error in full-resolution
     px), ``pairs.csv``, ``summary.csv``, ``summary.md`` and ``success_rate.png``.
 
@@ -334,14 +330,14 @@ def evaluate_network(
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metrics, pairs = validate_network(network, model_type, size, channel, manifest, progress)
+    metrics, pairs = validate_network(network, model_type, size, channel, manifest, progress, benchmark_size)
     atomic_to_csv(pairs, out / "pairs.csv")
     root = manifest.attrs.get("root", "?")
     counts = manifest["category"].value_counts()
     notes = [
         f"data: {root}; pairs: {len(manifest)} ({', '.join(f'{c} {int(counts.get(c, 0))}' for c in 'SPA')}), "
         f"subset: {manifest.attrs.get('split', 'all')} ({manifest.attrs.get('split_source', '?')})",
-        f"model: {model_type} at working size {size} px, channel {channel}"
+        f"model: {model_type} at network size {size} px, channel {channel}; benchmark size {benchmark_size} px"
         + (f", weights {checkpoint}" if checkpoint is not None else ""),
         "P37 excluded" if manifest.attrs.get("exclude_known_bad", True) else "P37 kept",
     ]
@@ -357,6 +353,7 @@ def evaluate_network(
         "data": str(root),
         "model_type": model_type,
         "size": int(size),
+        "benchmark_size": int(benchmark_size),
         "channel": channel,
         "checkpoint": str(checkpoint) if checkpoint is not None else None,
         "error_units": "full-resolution pixels",
@@ -415,17 +412,10 @@ def write_firereg_checkpoint(
     filepath: str | Path,
     integration_steps: int = 0,
 ) -> Path:
-    """Write the bundle network as a firereg checkpoint (:mod:`firereg.pipelines.inference.deep_method` format:
-    ``model_type``, ``net_kwargs``, ``state_dict``, ``size``, ``channel``), which
-    :func:`firereg.pipelines.register.register_pair` and ``firereg register --model`` load."""
+    """Write the bundle network as a firereg checkpoint (:func:`firereg.pipelines.checkpoints.checkpoint_state`,
+    saved atomically), which :func:`firereg.pipelines.register.register_pair` and ``firereg register --model`` load."""
     net_kwargs = TrainConfig(model=model_type, integration_steps=integration_steps).net_kwargs()
-    state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
-    filepath = Path(filepath)
-    filepath.parent.mkdir(parents=True, exist_ok=True)
-    return save_checkpoint(
-        {"model_type": model_type, "net_kwargs": net_kwargs, "state_dict": state, "size": int(size), "channel": channel},
-        filepath,
-    )
+    return save_checkpoint(checkpoint_state(network, model_type, net_kwargs, size, channel), filepath)
 
 
 def register_pairs(

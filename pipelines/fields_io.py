@@ -1,10 +1,8 @@
 """Displacement fields on disk: NIfTI (``.nii.gz``) and NumPy (``.npy``).
 
 A field here is what :class:`firereg.evaluation.results.DisplacementFieldResult` holds: a
-(2, H, W) float32 array on the FIXED image grid, row-major (``field[:, y, x]``),
-channel 0 = x displacement, channel 1 = y displacement, in pixels. A fixed pixel
-``p = (x, y)`` maps to ``p + field[:, y, x]`` in the moving image (fixed → moving, the
-direction MONAI ``Warp`` samples in).
+(2, H, W) float32 row-major field on the FIXED image grid, channel 0 = dx, channel 1 = dy,
+in pixels, fixed → moving (layout and direction: :mod:`firereg.transforms.coords`).
 
 Layouts:
 
@@ -39,12 +37,13 @@ MONAI voxel DDF (``(D, *spatial)``, channel ``n`` along array axis ``n``) with
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from firereg.transforms.coords import field_xy_to_yx, field_yx_to_xy
+from firereg.transforms.io import atomic_output
 
 __all__ = [
     "FIELD_DESCRIPTION",
@@ -53,7 +52,6 @@ __all__ = [
     "field_stem",
     "save_field",
     "load_field",
-    "NIFTI_SUFFIXES",
     "WORLD_FIELD_DESCRIPTION",
     "NiftiImage",
     "is_nifti",
@@ -61,7 +59,6 @@ __all__ = [
     "save_nifti_image",
     "ddf_to_world",
     "save_world_field",
-    "load_world_field",
 ]
 
 #: the default ``descrip`` header: units (px) and direction (fixed -> moving)
@@ -69,7 +66,6 @@ FIELD_DESCRIPTION = "ddf px fixed->moving: p_moving=p_fixed+u; c0=dx c1=dy"
 #: NIfTI intent code of a vector per voxel
 NIFTI_INTENT_VECTOR = 1007
 _NIFTI_SUFFIXES = (".nii.gz", ".nii")
-NIFTI_SUFFIXES = _NIFTI_SUFFIXES
 #: the ``descrip`` header of a world field: units (mm), axes and direction (fixed -> moving)
 WORLD_FIELD_DESCRIPTION = "ddf mm world RAS fixed->moving: x_mov=x_fix+u; c0..2=ux,uy,uz"
 
@@ -97,11 +93,6 @@ def field_stem(path: str | Path) -> Path:
     return path
 
 
-def _atomic_target(path: Path, suffix: str) -> Path:
-    # the temporary name keeps the real suffix: nibabel picks the format (gzip) from it
-    return path.with_name(f".{path.name[: -len(suffix)]}.tmp-{os.getpid()}{suffix}")
-
-
 def save_field(
     field_yx: np.ndarray, path_stem: str | Path, description: str = FIELD_DESCRIPTION
 ) -> tuple[Path, Path]:
@@ -126,7 +117,7 @@ def save_field(
     stem.parent.mkdir(parents=True, exist_ok=True)
 
     # (2, H, W) → (W, H, 1, 1, 2): data[x, y, 0, 0, c] = field[c, y, x]
-    data = np.ascontiguousarray(np.transpose(field, (2, 1, 0))[:, :, None, None, :])
+    data = np.ascontiguousarray(np.moveaxis(field_yx_to_xy(field), 0, -1)[:, :, None, None, :])
     image = nib.Nifti1Image(data, np.eye(4))
     header = image.header
     header.set_data_dtype(np.float32)
@@ -136,22 +127,10 @@ def save_field(
     image.set_sform(np.eye(4), code="aligned")
     image.set_qform(np.eye(4), code="aligned")
 
-    nii_path = stem.with_name(stem.name + ".nii.gz")
-    tmp = _atomic_target(nii_path, ".nii.gz")
-    try:
-        nib.save(image, tmp)
-        tmp.replace(nii_path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
+    nii_path = _atomic_nifti_save(image, stem.with_name(stem.name + ".nii.gz"))
     npy_path = stem.with_name(stem.name + ".npy")
-    tmp = _atomic_target(npy_path, ".npy")
-    try:
-        with tmp.open("wb") as handle:
-            np.save(handle, field)
-        tmp.replace(npy_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_output(npy_path) as tmp:  # keeps the .npy suffix, so np.save adds none
+        np.save(tmp, field)
     return nii_path, npy_path
 
 
@@ -199,7 +178,7 @@ def load_field(path: str | Path) -> np.ndarray:
             f"displacement field {path} has shape {shape}; expected (W, H, 1, 1, 2) for a 2D vector field"
         )
     data = np.asarray(image.dataobj, dtype=np.float32)  # applies scl_slope/inter if set
-    return np.ascontiguousarray(np.transpose(data[:, :, 0, 0, :], (2, 1, 0)))
+    return field_xy_to_yx(np.moveaxis(data[:, :, 0, 0, :], -1, 0))
 
 
 # ---------------------------------------------------------------- NIfTI images and world fields
@@ -291,16 +270,12 @@ def read_nifti(path: str | Path, dims: int | None = None) -> NiftiImage:
 
 
 def _atomic_nifti_save(image: nib.Nifti1Image, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else ".nii"
-    if not path.name.lower().endswith(suffix):
+    """``nib.save`` through :func:`firereg.transforms.io.atomic_output` (its temporary keeps the
+    suffix, from which nibabel picks the format, gzip or not)."""
+    if not is_nifti(path):
         raise ValueError(f"{path}: a NIfTI output needs a .nii or .nii.gz name")
-    tmp = _atomic_target(path, suffix)
-    try:
+    with atomic_output(path) as tmp:
         nib.save(image, tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -377,24 +352,3 @@ def save_world_field(
     _geometry(image, np.asarray(affine, dtype=np.float64), like)
     image.header["descrip"] = description.encode("ascii")
     return _atomic_nifti_save(image, Path(path))
-
-
-def load_world_field(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read a field written by :func:`save_world_field`.
-
-    Returns:
-        ``(field, affine)``: field float32 ``(X, Y, Z, 3)`` in mm (world axes), affine (4, 4).
-
-    Raises:
-        FileNotFoundError: naming the file.
-        FieldFormatError: naming the file for a wrong intent or shape.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"displacement field not found: {path}")
-    image = _load_vector_nifti(path)
-    shape = image.shape
-    if len(shape) != 5 or shape[3] != 1 or shape[4] != 3:
-        raise FieldFormatError(f"displacement field {path} has shape {shape}; expected (X, Y, Z, 1, 3) in mm")
-    data = np.asarray(image.dataobj, dtype=np.float32)[:, :, :, 0, :]
-    return np.ascontiguousarray(data), np.asarray(image.affine, dtype=np.float64)

@@ -11,11 +11,9 @@
 
 The displacement field — units and direction
 --------------------------------------------
-The field ``u`` lives on the FIXED image grid at full resolution and is in PIXELS.
-It maps fixed to moving: the fixed pixel ``p = (x, y)`` (x = column, y = row, pixel
-centres at integers) corresponds to the moving-image position ``p + u(p)``; the warped
-image is ``warped(p) = moving(p + u(p))``. This is the direction MONAI ``Warp``,
-VoxelMorph and elastix/transformix use; it is *not* the inverse (moving → fixed) map.
+The field ``u`` lives on the FIXED image grid at full resolution, in PIXELS, and maps fixed
+to moving (``warped(p) = moving(p + u(p))``, :data:`firereg.transforms.coords.FIELD_DIRECTION`);
+it is *not* the inverse (moving → fixed) map.
 
 - ``field.npy``: float32 array (2, H, W), row-major: ``u[0, y, x]`` = dx, ``u[1, y, x]`` = dy.
 - ``field.nii.gz``: NIfTI-1 vector image (W, H, 1, 1, 2), intent vector (1007), identity
@@ -54,7 +52,6 @@ the field is resampled back to the full grid.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
@@ -74,121 +71,29 @@ from firereg.pipelines.fields_io import (
     save_world_field,
 )
 from firereg.pipelines.inference.deep_method import DeepMethod
-from firereg.pipelines.inference.refine import RefineConfig, fundus_refinement
+from firereg.pipelines.inference.refine import (
+    RefineConfig,
+    fundus_refinement,
+    refine_ddf,
+)
+from firereg.pipelines.nn.fields import resample_ddf
 from firereg.pipelines.nn.losses import LossConfig
-from firereg.transforms.fire_reader import FireFormatError, read_control_points
-from firereg.transforms.io import atomic_to_csv
-from PIL import Image
+from firereg.transforms.brain_data import normalize_minmax
+from firereg.transforms.brain_data import warp as warp_image
+from firereg.transforms.coords import xy_to_yx
+from firereg.transforms.fire_reader import read_control_points
+from firereg.transforms.io import atomic_output, atomic_to_csv, read_rgb
 
 __all__ = [
-    "SUPPORTED_EXTENSIONS",
-    "FIELD_DESCRIPTION",
-    "read_image",
-    "read_points",
-    "field_from_result",
     "points_table",
     "register_pair",
     "register_nifti_pair",
     "predict_nifti_ddf",
 ]
 
-#: photograph file types :func:`read_image` reads (NIfTI pairs go through :func:`register_nifti_pair`)
-SUPPORTED_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as an (H, W, 3) uint8 RGB row-major array.
-
-    Raises:
-        ValueError: for an unsupported file type, listing the supported ones, or an
-            unreadable file, naming it.
-        FileNotFoundError: naming a missing file.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in SUPPORTED_EXTENSIONS:
-        nifti = path.name.lower().endswith((".nii", ".nii.gz"))
-        suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else suffix
-        # read_image reads photographs; register_pair sends NIfTI pairs to register_nifti_pair
-        hint = (" (read_image reads photographs; for NIfTI use firereg.pipelines.fields_io.read_nifti, "
-                "or register_pair with two NIfTI files)") if nifti else ""
-        raise ValueError(
-            f"cannot read image {path}: unsupported file type {suffix or '(none)'!r}{hint}; "
-            f"supported: {' '.join(SUPPORTED_EXTENSIONS)}"
-        )
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except Exception as err:  # PIL raises several types for unreadable files
-        raise ValueError(f"cannot read image {path}: {err}") from None
-
-
-def read_points(
-    path: str | Path, image_sizes: tuple[tuple[int, int], tuple[int, int]] | None = None
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read control points: a FIRE file (``x_fixed y_fixed x_moving y_moving``) or fixed points (``x y``).
-
-    Whitespace-separated, one point per line, blank lines skipped; full-resolution pixels.
-
-    Args:
-        path: the points file.
-        image_sizes: ``((W_fixed, H_fixed), (W_moving, H_moving))``; points must lie inside.
-
-    Returns:
-        ``(fixed_points, moving_points)``, (N, 2) float64 each; ``moving_points`` is None
-        for a 2-column file.
-
-    Raises:
-        FileNotFoundError: naming the file.
-        FireFormatError: naming the file and line for a malformed file or a point outside its image.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"points file not found: {path}")
-    lines = [(n, line.split()) for n, line in enumerate(path.read_text(errors="replace").splitlines(), start=1)]
-    lines = [(n, fields) for n, fields in lines if fields]
-    if not lines:
-        raise FireFormatError(f"{path}: no points in the file")
-    columns = len(lines[0][1])
-    if columns == 4:
-        return read_control_points(path, image_sizes)
-    if columns != 2:
-        raise FireFormatError(
-            f"{path}, line {lines[0][0]}: expected 4 columns (x_fixed y_fixed x_moving y_moving) "
-            f"or 2 columns (x y of fixed points), got {columns}"
-        )
-    rows = []
-    for line_no, fields in lines:
-        if len(fields) != 2:
-            raise FireFormatError(f"{path}, line {line_no}: expected 2 columns (x y), got {len(fields)}")
-        try:
-            x, y = (float(v) for v in fields)
-        except ValueError:
-            raise FireFormatError(f"{path}, line {line_no}: not a number in {' '.join(fields)!r}") from None
-        if not (np.isfinite(x) and np.isfinite(y)):
-            raise FireFormatError(f"{path}, line {line_no}: non-finite value in {' '.join(fields)!r}")
-        if image_sizes is not None:
-            w, h = image_sizes[0]
-            if not (-0.5 <= x < w - 0.5 and -0.5 <= y < h - 0.5):
-                raise FireFormatError(
-                    f"{path}, line {line_no}: fixed point ({x:g}, {y:g}) lies outside the fixed image "
-                    f"of size {w}x{h} (width x height)"
-                )
-        rows.append((x, y))
-    return np.asarray(rows, dtype=np.float64), None
-
-
-def field_from_result(result: RegistrationResult) -> np.ndarray:
-    """The full-resolution fixed → moving displacement field (2, H, W) float32 of any result.
-
-    ``field = result.sampling_grid() - identity``: channel 0 = dx, channel 1 = dy, pixels.
-    """
-    return _field_from_grid(*result.sampling_grid())
-
 
 def _field_from_grid(map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
+    """The row-major (2, H, W) field of a sampling grid (``cv2.remap`` maps): map minus identity."""
     h, w = map_x.shape
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     return np.stack([map_x - xs, map_y - ys]).astype(np.float32)
@@ -288,13 +193,13 @@ def register_pair(
         if points_path is not None:
             raise ValueError(f"control points ({points_path}) are supported for photographs only, not NIfTI images")
         return register_nifti_pair(fixed_path, moving_path, checkpoint, out, refine_steps, expected_type)
-    fixed = read_image(fixed_path)
-    moving = read_image(moving_path)
+    fixed = read_rgb(fixed_path)
+    moving = read_rgb(moving_path)
     _check_sizes(fixed, moving, fixed_path, moving_path)
     points = None
     if points_path is not None:
         h, w = fixed.shape[:2]
-        points = read_points(points_path, ((w, h), (w, h)))
+        points = read_control_points(points_path, ((w, h), (w, h)), allow_fixed_only=True)
     method = DeepMethod(checkpoint, expected_type=expected_type,
                         refine=fundus_refinement(refine_steps) if refine_steps > 0 else None)
 
@@ -345,14 +250,11 @@ def predict_nifti_ddf(
 
     Both images are resampled to the working shape and min-max scaled to [0, 1]; the DDF is
     predicted and refined for ``refine_steps`` steps (0 = off) by
-    :func:`firereg.pipelines.examples.brain_mri.instance_optimise` with the checkpoint's ``loss``, ``refine_lr``
-    and ``refine_sigma`` when it records them (a ``firereg brain`` checkpoint), else the
-    defaults of :class:`RefineConfig` and no smoothing. The DDF is then
-    resampled to the full grid with ``align_corners=False`` geometry — working voxel ``q`` is
-    full voxel ``(q + 0.5) * r - 0.5`` along each axis, ``r = full / working`` — and scaled by ``r``.
+    :func:`firereg.pipelines.inference.refine.refine_ddf` (per voxel, one level) with the
+    checkpoint's ``loss``, ``refine_lr`` and ``refine_sigma`` when it records them (a ``firereg
+    brain`` checkpoint), else the defaults of :class:`RefineConfig` and no smoothing. The DDF is
+    then resampled to the full grid (:func:`firereg.pipelines.nn.fields.resample_ddf`).
     """
-    from firereg.transforms.brain_data import normalize_minmax
-
     dims = fixed.ndim
     shape = tuple(fixed.shape)
     work = _working_shape(ckpt, dims)
@@ -361,20 +263,17 @@ def predict_nifti_ddf(
     with torch.no_grad():
         _, ddf = net(m, f)
     if refine_steps > 0:
-        from firereg.pipelines.examples.brain_mri import instance_optimise
-
         loss = LossConfig(**ckpt["loss"]) if isinstance(ckpt.get("loss"), dict) else LossConfig()
-        ddf = instance_optimise(ddf, m, f, loss, refine_steps, lr=float(ckpt.get("refine_lr", RefineConfig.lr)),
-                                sigma=float(ckpt.get("refine_sigma", 0.0)))
-    from firereg.pipelines.nn.fields import resample_ddf
-
+        config = RefineConfig(steps=refine_steps, lr=float(ckpt.get("refine_lr", RefineConfig.lr)), loss=loss,
+                              sigma=float(ckpt.get("refine_sigma", 0.0)))
+        ddf = refine_ddf(ddf, m, f, None, config)
     return resample_ddf(ddf, shape)[0].detach().numpy().astype(np.float32)
 
 
 def _middle_slice(a: np.ndarray) -> np.ndarray:
     """Row-major preview (rows = axis 1, reversed so that +y is up) of the middle slice along axis 2."""
     plane = a[:, :, a.shape[2] // 2] if a.ndim == 3 else a
-    return np.ascontiguousarray(plane.T[::-1])
+    return np.ascontiguousarray(xy_to_yx(plane[None])[::-1, :, 0])
 
 
 def register_nifti_pair(
@@ -428,8 +327,6 @@ def register_nifti_pair(
             "(e.g. nilearn.image.resample_to_img)"
         )
     ddf = predict_nifti_ddf(net, ckpt, fixed.data, moving.data, refine_steps)
-    from firereg.transforms.brain_data import warp as warp_image
-
     warped = warp_image(torch.as_tensor(moving.data)[None, None], torch.as_tensor(ddf)[None])[0, 0].numpy()
 
     out.mkdir(parents=True, exist_ok=True)
@@ -437,9 +334,8 @@ def register_nifti_pair(
     written["warped"] = save_nifti_image(warped.reshape(fixed.disk_shape), fixed.affine, out / "warped.nii.gz",
                                          like=fixed.header)
     written["field_nifti"] = save_world_field(ddf, fixed.affine, out / "field.nii.gz", like=fixed.header)
-    tmp = out / f".ddf_voxels.tmp-{os.getpid()}.npy"
-    np.save(tmp, ddf)
-    tmp.replace(out / "ddf_voxels.npy")
+    with atomic_output(out / "ddf_voxels.npy") as tmp:
+        np.save(tmp, ddf)
     written["ddf_voxels"] = out / "ddf_voxels.npy"
     written["overlay"] = save_png(colour_overlay(_middle_slice(fixed.data), _middle_slice(warped)), out / "overlay.png")
     return written

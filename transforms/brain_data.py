@@ -53,7 +53,6 @@ __all__ = [
     "normalize_minmax",
     "random_smooth_ddf",
     "smooth_field",
-    "invert_ddf",
     "compose_ddf",
     "warp",
     "SyntheticPairs",
@@ -304,17 +303,6 @@ def warp(image: torch.Tensor, ddf: torch.Tensor, mode: str = "bilinear", padding
 def compose_ddf(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     """DDF of ``p → φ_second(φ_first(p))``: ``first(p) + second(p + first(p))`` (voxels)."""
     return first + warp(second, first, padding_mode="border")
-
-
-def invert_ddf(ddf: torch.Tensor, iterations: int = 20) -> torch.Tensor:
-    """DDF ``v`` of the inverse map, ``v(p) = -ddf(p + v(p))``, by fixed-point iteration (voxels).
-
-    Converges for smooth fields whose Jacobian stays far from folding (the synthetic ones).
-    """
-    v = -ddf
-    for _ in range(iterations):
-        v = -warp(ddf, v, padding_mode="border")
-    return v
 
 
 @dataclass

@@ -7,7 +7,9 @@ FIRE layout::
     ROOT/Masks/mask.png                          (optional field-of-view mask)
 
 Each control-point line is ``x_fixed y_fixed x_moving y_moving`` in full-resolution
-pixels, ``(x, y)`` = (column, row); ``<pair>_1`` is the fixed image.
+pixels (see :mod:`firereg.transforms.coords`); ``<pair>_1`` is the fixed image.
+:func:`read_control_points` is the one point-file parser (it also reads the 2-column
+fixed-point files of ``firereg register --points``).
 FIRE's ``control_points_P37_1_2.txt`` is known to be wrong and is excluded by default.
 """
 
@@ -39,19 +41,42 @@ class FireFormatError(ValueError):
     """A FIRE folder or one of its files does not follow the FIRE layout."""
 
 
+def _parse_point_line(path: Path, line_no: int, line: str, columns: int) -> list[float]:
+    """The numbers of one point line, checked; errors name the file and line."""
+    fields = line.split()
+    if len(fields) != columns:
+        what = "x_fixed y_fixed x_moving y_moving" if columns == 4 else "x y"
+        raise FireFormatError(
+            f"{path}, line {line_no}: expected {columns} columns ({what}), got {len(fields)}: {line!r}"
+        )
+    try:
+        values = [float(v) for v in fields]
+    except ValueError:
+        raise FireFormatError(f"{path}, line {line_no}: not a number in {line!r}") from None
+    if not np.all(np.isfinite(values)):
+        raise FireFormatError(f"{path}, line {line_no}: non-finite value in {line!r}")
+    return values
+
+
 def read_control_points(
-    path: str | Path, image_sizes: tuple[tuple[int, int], tuple[int, int]] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Read one FIRE control-point file.
+    path: str | Path,
+    image_sizes: tuple[tuple[int, int], tuple[int, int]] | None = None,
+    allow_fixed_only: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read a control-point file: FIRE's 4 columns, or (when allowed) 2 columns of fixed points.
 
     Args:
-        path: ``control_points_<pair>_1_2.txt``; one point per line,
-            ``x_fixed y_fixed x_moving y_moving`` in pixels; blank lines are skipped.
+        path: ``control_points_<pair>_1_2.txt``; one point per line, whitespace-separated,
+            ``x_fixed y_fixed x_moving y_moving`` in full-resolution pixels (``x y`` for a file
+            of fixed points); blank lines are skipped (and counted in line numbers).
         image_sizes: ``((W_fixed, H_fixed), (W_moving, H_moving))``; when given, every
             point must lie inside its image (``-0.5 <= x < W - 0.5``).
+        allow_fixed_only: also read a 2-column file of fixed points (``firereg register --points``);
+            the first point line decides which kind the file is.
 
     Returns:
-        ``(fixed_points, moving_points)``, each (N, 2) float64 ``(x, y)`` pixels.
+        ``(fixed_points, moving_points)``, each (N, 2) float64 ``(x, y)`` pixels;
+        ``moving_points`` is None for a 2-column file.
 
     Raises:
         FileNotFoundError: naming the file if it does not exist.
@@ -61,38 +86,32 @@ def read_control_points(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"control-point file not found: {path}")
-    rows: list[list[float]] = []
     with path.open("r", encoding="utf-8", errors="replace") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 4:
-                raise FireFormatError(
-                    f"{path}, line {line_no}: expected 4 columns (x_fixed y_fixed x_moving y_moving), "
-                    f"got {len(fields)}: {line.strip()!r}"
-                )
-            try:
-                values = [float(v) for v in fields]
-            except ValueError:
-                raise FireFormatError(f"{path}, line {line_no}: not a number in {line.strip()!r}") from None
-            if not np.all(np.isfinite(values)):
-                raise FireFormatError(f"{path}, line {line_no}: non-finite value in {line.strip()!r}")
-            if image_sizes is not None:
-                for role, (x, y), (w, h) in (
-                    ("fixed", values[:2], image_sizes[0]),
-                    ("moving", values[2:], image_sizes[1]),
-                ):
-                    if not (-0.5 <= x < w - 0.5 and -0.5 <= y < h - 0.5):
-                        raise FireFormatError(
-                            f"{path}, line {line_no}: {role} point ({x:g}, {y:g}) lies outside "
-                            f"the {role} image of size {w}x{h} (width x height)"
-                        )
-            rows.append(values)
-    if not rows:
+        lines = [(n, line.strip()) for n, line in enumerate(handle, start=1) if line.strip()]
+    if not lines:
         raise FireFormatError(f"{path}: no control points in the file")
+    columns = 4
+    if allow_fixed_only and len(lines[0][1].split()) != 4:
+        columns = len(lines[0][1].split())
+        if columns != 2:
+            raise FireFormatError(
+                f"{path}, line {lines[0][0]}: expected 4 columns (x_fixed y_fixed x_moving y_moving) "
+                f"or 2 columns (x y of fixed points), got {columns}"
+            )
+    roles = ("fixed", "moving")[: columns // 2]
+    rows = []
+    for line_no, line in lines:
+        values = _parse_point_line(path, line_no, line, columns)
+        for side, role in enumerate(roles if image_sizes is not None else ()):
+            (x, y), (w, h) = values[2 * side : 2 * side + 2], image_sizes[side]
+            if not (-0.5 <= x < w - 0.5 and -0.5 <= y < h - 0.5):
+                raise FireFormatError(
+                    f"{path}, line {line_no}: {role} point ({x:g}, {y:g}) lies outside "
+                    f"the {role} image of size {w}x{h} (width x height)"
+                )
+        rows.append(values)
     arr = np.asarray(rows, dtype=np.float64)
-    return arr[:, :2].copy(), arr[:, 2:].copy()
+    return arr[:, :2].copy(), (arr[:, 2:].copy() if columns == 4 else None)
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -101,6 +120,30 @@ def _image_size(path: Path) -> tuple[int, int]:
             return im.size
     except Exception as err:  # PIL raises several types for unreadable files
         raise FireFormatError(f"cannot read image {path}: {err}") from None
+
+
+def _pair_images(images_dir: Path) -> dict[str, dict[str, Path]]:
+    """``{pair: {"1": fixed image, "2": moving image}}`` of FIRE's ``Images/`` folder, checked.
+
+    Raises:
+        FireFormatError: naming the folder without images, an image without its partner, or
+            one whose pair name does not start with S, P or A.
+    """
+    images: dict[str, dict[str, Path]] = {}
+    for path in sorted(images_dir.iterdir()):
+        match = _IMAGE_RE.match(path.name)
+        if match is not None:
+            images.setdefault(match["pair"].upper(), {})[match["index"]] = path
+    if not images:
+        raise FireFormatError(f"no FIRE images (<pair>_1.jpg, <pair>_2.jpg) in {images_dir}")
+    for name in sorted(images):
+        parts = images[name]
+        for index, partner in (("1", "2"), ("2", "1")):
+            if index in parts and partner not in parts:
+                raise FireFormatError(f"image {parts[index]} has no partner {name}_{partner} in {images_dir}")
+        if name[0] not in CATEGORIES:
+            raise FireFormatError(f"image {parts['1']}: pair name {name!r} does not start with S, P or A")
+    return images
 
 
 def read_fire(
@@ -141,29 +184,14 @@ def read_fire(
         if unknown:
             raise ValueError(f"unknown categories {sorted(unknown)}; FIRE has {list(CATEGORIES)}")
 
-    images: dict[str, dict[str, Path]] = {}
-    for path in sorted(images_dir.iterdir()):
-        match = _IMAGE_RE.match(path.name)
-        if match is None:
-            continue
-        images.setdefault(match["pair"].upper(), {})[match["index"]] = path
-    if not images:
-        raise FireFormatError(f"no FIRE images (<pair>_1.jpg, <pair>_2.jpg) in {images_dir}")
-
+    images = _pair_images(images_dir)
     mask_path = root / "Masks" / "mask.png"
     mask = str(mask_path) if mask_path.is_file() else None
     rows = []
     excluded = []
     for name in sorted(images):
         parts = images[name]
-        for index, partner in (("1", "2"), ("2", "1")):
-            if index in parts and partner not in parts:
-                raise FireFormatError(
-                    f"image {parts[index]} has no partner {name}_{partner} in {images_dir}"
-                )
         category = name[0]
-        if category not in CATEGORIES:
-            raise FireFormatError(f"image {parts['1']}: pair name {name!r} does not start with S, P or A")
         if exclude_known_bad and name in KNOWN_BAD_PAIRS:
             excluded.append(name)
             continue

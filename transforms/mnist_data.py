@@ -36,7 +36,6 @@ __all__ = [
     "IDXFormatError",
     "DigitData",
     "read_idx",
-    "write_idx",
     "read_mnist_images",
     "read_mnist_labels",
     "find_mnist_files",
@@ -153,25 +152,6 @@ def read_idx(path: str | Path, expected_magic: int | None = None) -> np.ndarray:
         raise IDXFormatError(f"{path}: {len(raw) - expected} unexpected bytes after the data of shape {shape}")
     data = np.frombuffer(raw[header:], dtype=dtype).reshape(shape)
     return data.astype(dtype.newbyteorder("="))
-
-
-def write_idx(array: np.ndarray, path: str | Path, compress: bool | None = None) -> Path:
-    """Write an array as an IDX file (gzip when ``compress`` or the name ends in ``.gz``).
-
-    Used by the tests; MNIST images are ``uint8`` (N, 28, 28), labels ``uint8`` (N,).
-    """
-    path = Path(path)
-    arr = np.asarray(array)
-    codes = {v.newbyteorder("="): k for k, v in _IDX_TYPES.items()}
-    if arr.dtype not in codes:
-        raise ValueError(f"IDX cannot store dtype {arr.dtype}; use one of {[str(d) for d in codes]}")
-    code = codes[arr.dtype]
-    header = bytes([0, 0, code, arr.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in arr.shape)
-    payload = header + np.ascontiguousarray(arr).astype(_IDX_TYPES[code]).tobytes()
-    if compress or (compress is None and path.name.endswith(".gz")):
-        payload = gzip.compress(payload)
-    path.write_bytes(payload)
-    return path
 
 
 def read_mnist_images(path: str | Path) -> np.ndarray:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from firereg.transforms.io import atomic_to_csv
 
-__all__ = ["DEFAULT_VAL_FRACTION", "make_split", "split_or_reuse", "write_split", "read_split", "select_split"]
+__all__ = ["DEFAULT_VAL_FRACTION", "make_split", "split_or_reuse", "stored_split", "write_split", "read_split", "select_split"]
 
 DEFAULT_VAL_FRACTION = 45 / 134
 SPLITS = ("train", "validation")
@@ -69,19 +69,36 @@ def split_or_reuse(
         ValueError: naming ``path`` and the differing pairs if it was made for other data.
     """
     path = Path(path)
+    split = stored_split(manifest, path)
+    if split is not None:
+        return split
     if not path.is_file():
         split = make_split(manifest, val_fraction=val_fraction, seed=seed)
         write_split(split, path)
         return split
+    names = set(read_split(path)["name"])
+    extra = sorted(names - set(manifest["name"]))
+    missing = sorted(set(manifest["name"]) - names)
+    raise ValueError(
+        f"{path} was made for other data (pairs not in the data: {extra}; pairs it lacks: {missing}); "
+        f"delete it or use another output folder"
+    )
+
+
+def stored_split(manifest: pd.DataFrame, path: str | Path) -> pd.DataFrame | None:
+    """The split stored at ``path`` if the file is there and lists exactly the pairs of ``manifest``, else None.
+
+    The one "is this split for this data" check: :func:`split_or_reuse` refuses a split made
+    for other data, evaluation (the bundles) makes the split again instead.
+
+    Raises:
+        ValueError: naming ``path`` if the file is there but malformed (:func:`read_split`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
     split = read_split(path)
-    extra = sorted(set(split["name"]) - set(manifest["name"]))
-    missing = sorted(set(manifest["name"]) - set(split["name"]))
-    if extra or missing:
-        raise ValueError(
-            f"{path} was made for other data (pairs not in the data: {extra}; pairs it lacks: {missing}); "
-            f"delete it or use another output folder"
-        )
-    return split
+    return split if set(split["name"]) == set(manifest["name"]) else None
 
 
 def read_split(path: str | Path) -> pd.DataFrame:

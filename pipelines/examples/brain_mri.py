@@ -16,21 +16,18 @@ That makes the error measurable:
 - **folding**: share of voxels with Jacobian determinant <= 0
   (:func:`firereg.evaluation.deformation.deformation_quality`).
 
-Modalities: ``mono`` registers T1 to T1 with local NCC; ``multi`` registers a T2-like
-moving image to a T1 fixed image with MONAI's global mutual information
-(``similarity="mi"``). Scores come from held-out pairs drawn with another seed.
+Modalities: ``mono`` registers T1 to T1 with local NCC; ``multi`` a T2-like moving image to a
+T1 fixed image with MONAI's global mutual information. Scores come from held-out pairs.
 
-Each predicted field is then refined on its pair (instance optimisation,
-:func:`instance_optimise`: Adam on the DDF with the same loss and ``Warp``, then a light
-Gaussian smoothing); the network-only scores are reported beside the refined ones. On
-CPU the 3D default trains no network (``steps=0``) and relies on instance optimisation
-alone: a 3D training step costs seconds, and a few hundred steps do not make a useful
-network (``--steps`` turns training on).
+Each predicted field is then refined on its pair (test-time refinement,
+:func:`firereg.pipelines.inference.refine.refine_ddf` with :attr:`BrainConfig.refinement`:
+Adam on the DDF with the same loss and ``Warp``, then a light Gaussian smoothing); the
+network-only scores are reported beside the refined ones. On CPU the 3D default trains no
+network (``steps=0``) and relies on refinement alone: a 3D training step costs seconds, and
+a few hundred steps do not make a useful network (``--steps`` turns training on).
 
-:func:`run_brain` (``firereg brain``) writes NIfTI files of one held-out pair (fixed,
-moving, warped, true and predicted fields in mm, tissue labels), ``brain.png``,
-``summary.json`` and ``model.pt``, a firereg checkpoint that ``firereg register FIXED.nii.gz
-MOVING.nii.gz --model model.pt`` uses.
+:func:`run_brain` (``firereg brain``) writes NIfTI files of one held-out pair, ``brain.png``,
+``summary.json`` and ``model.pt`` (for ``firereg register FIXED.nii.gz MOVING.nii.gz --model``).
 """
 
 from __future__ import annotations
@@ -43,24 +40,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from firereg.evaluation.deformation import deformation_quality
 from firereg.evaluation.overlap import dice_per_label, mean_dice
 from firereg.evaluation.report.figures import save_figure
+from firereg.pipelines.checkpoints import checkpoint_state, save_checkpoint
 from firereg.pipelines.fields_io import save_nifti_image, save_world_field
 from firereg.pipelines.inference.refine import RefineConfig, refine_ddf
-from firereg.pipelines.nn.fields import resample_ddf
 from firereg.pipelines.nn.losses import LossConfig, RegistrationLoss
 from firereg.pipelines.nn.networks import VoxelMorphNet
 from firereg.transforms.brain_data import (
     TISSUE_LABELS,
     BrainTemplate,
     load_mni152,
-    smooth_field,
     synthetic_pairs,
     tissue_labels,
     warp,
 )
+from firereg.transforms.coords import xy_to_yx
 from firereg.transforms.io import atomic_write_text
 
 __all__ = [
@@ -70,8 +66,6 @@ __all__ = [
     "brain_templates",
     "train_brain",
     "predict_ddf",
-    "instance_optimise",
-    "resample_ddf",
     "evaluate_brain",
     "brain_checkpoint",
     "run_brain",
@@ -86,7 +80,7 @@ _DEFAULTS = {
             refine_steps=100),
     # 3D on 2 CPU cores: a training step (batch 2 of 39x48x40) takes ~0.8 s on an idle machine; after 300
     # steps the network alone leaves 78 % (T1, NCC) and 100 % (T2->T1, MI) of the field error, and
-    # refining from zero does as well as refining its output, so the 3D default is instance optimisation
+    # refining from zero does as well as refining its output, so the 3D default is test-time refinement alone
     3: dict(steps=0, batch_size=2, spacing_mm=4, features=(16, 32, 32, 32, 32, 16), n_eval=3, kernel_size=7,
             refine_steps=200),
 }
@@ -101,7 +95,7 @@ class BrainConfig:
     Attributes:
         dims: 2 (an axial slice) or 3 (the volume).
         modality: ``mono`` (T1 → T1, local NCC) or ``multi`` (T2-like → T1, mutual information).
-        steps: training steps (2D 500; 3D 0: on CPU the 3D default is instance optimisation,
+        steps: training steps (2D 500; 3D 0: on CPU the 3D default is test-time refinement alone,
             ``--steps N`` trains the network too).
         batch_size: pairs per step (2D 4, 3D 2; with a batch of 1 PyTorch picks a much slower
             CPU convolution for small layers).
@@ -115,12 +109,11 @@ class BrainConfig:
         features: ``BasicUNet`` features.
         integration_steps: > 0 integrates a velocity field (diffeomorphic VoxelMorph).
         n_eval: held-out pairs scored (2D 16, 3D 3).
-        refine_steps: test-time instance optimisation of each predicted field, Adam on the
-            DDF with the training loss (:func:`firereg.pipelines.inference.refine.refine_ddf`); 0 = off
-            (2D 100, 3D 200). The network-only scores are reported as well.
+        refine_steps: test-time refinement of each predicted field (:attr:`refinement`): Adam
+            steps on the DDF with the training loss per level; 0 = off (2D 100, 3D 200). The
+            network-only scores are reported as well.
         refine_lr: its learning rate (voxels per step).
-        refine_levels: resolutions of the refinement, coarse to fine, each half the previous;
-            ``refine_steps`` steps at each.
+        refine_levels: its pyramid levels, coarse to fine, each half the previous.
         refine_sigma: Gaussian smoothing (voxels) of the refined field (0 = off).
         z_mm: world z of the 2D axial slice.
         slice_jitter: 2D training also uses slices up to this many voxels away.
@@ -193,6 +186,12 @@ class BrainConfig:
         return LossConfig(similarity=BRAIN_MODALITIES[self.modality][2], smoothness=self.smoothness,
                           lam=float(self.lam), kernel_size=int(self.kernel_size or 9))
 
+    @property
+    def refinement(self) -> RefineConfig:
+        """The test-time refinement of a resolved config: per voxel (``grid=1``), the training loss."""
+        return RefineConfig(steps=int(self.refine_steps or 0), lr=self.refine_lr, loss=self.loss_config,
+                            levels=self.refine_levels, sigma=self.refine_sigma)
+
 
 @dataclass
 class BrainRun:
@@ -259,44 +258,10 @@ def train_brain(config: BrainConfig | None = None, progress: bool = False) -> Br
 
 
 def predict_ddf(net: torch.nn.Module, moving: torch.Tensor, fixed: torch.Tensor, config: BrainConfig) -> torch.Tensor:
-    """The network's DDF (voxels), refined for ``config.refine_steps`` steps when asked."""
+    """The network's DDF (voxels), refined for ``config.refine_steps`` steps when asked (:attr:`BrainConfig.refinement`)."""
     with torch.no_grad():
         _, ddf = net(moving, fixed)
-    return _refine(ddf, moving, fixed, config)
-
-
-def _refine(ddf: torch.Tensor, moving: torch.Tensor, fixed: torch.Tensor, config: BrainConfig) -> torch.Tensor:
-    if not config.refine_steps:
-        return ddf
-    return instance_optimise(ddf, moving, fixed, config.loss_config, config.refine_steps, config.refine_lr,
-                             config.refine_levels, config.refine_sigma)
-
-
-def instance_optimise(
-    ddf: torch.Tensor, moving: torch.Tensor, fixed: torch.Tensor, loss: LossConfig, steps: int, lr: float,
-    levels: int = 1,
-    sigma: float = 0.0,
-) -> torch.Tensor:
-    """Optimise a DDF on one pair, coarse to fine, with the training loss (instance optimisation).
-
-    ``levels`` resolutions, each half the previous (area-downsampled images); at each level
-    :func:`firereg.pipelines.inference.refine.refine_ddf` (Adam on the DDF, MONAI ``Warp``) runs ``steps``
-    steps starting from the previous level's field, resampled. The result is then smoothed
-    with a Gaussian of ``sigma`` voxels (0 = off), as demons registration does: Adam moves
-    every voxel by about ``lr`` per step, also where the images carry no information
-    (background, the volume's outer layer, whose odd-even oscillations central-difference
-    smoothness terms do not see) — the smoothing removes that noise and its folds.
-    """
-    full = tuple(fixed.shape[2:])
-    for level in reversed(range(levels)):
-        shape = tuple(max(4, n // 2**level) for n in full)
-        m = F.interpolate(moving, size=shape, mode="area") if shape != full else moving
-        f = F.interpolate(fixed, size=shape, mode="area") if shape != full else fixed
-        ddf = refine_ddf(resample_ddf(ddf, shape), m, f, None, RefineConfig(steps=steps, lr=lr, loss=loss))
-    ddf = resample_ddf(ddf, full)
-    if sigma > 0:
-        ddf = smooth_field(ddf, (sigma,) * len(full))
-    return ddf
+    return refine_ddf(ddf, moving, fixed, None, config.refinement)
 
 
 def _world_norm(ddf: torch.Tensor, affine: np.ndarray) -> np.ndarray:
@@ -322,6 +287,32 @@ def _score(ddf: torch.Tensor, pairs, affine: np.ndarray, lab_fixed: np.ndarray, 
     return row, {"error_after": error, "labels_warped": lab_warped}
 
 
+def _summarise(rows: list[dict]) -> dict:
+    """The "after" metrics of scored pairs (:func:`_score` rows): means, worst folding and Jacobian."""
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "jac_min"}
+    return {
+        "field_error_mm_after": mean["error_after"],
+        "field_error_mm_p95_after": mean["error_after_p95"],
+        "dice_after": mean["dice_after"],
+        "dice_per_tissue_after": {k: mean[f"dice_after_{k}"] for k in TISSUE_LABELS},
+        "folding_fraction": mean["folding"],
+        "folding_fraction_in_head": mean["folding_in_head"],
+        "folding_fraction_max": float(max(r["folding"] for r in rows)),
+        "jacobian_min": float(min(r["jac_min"] for r in rows)),
+    }
+
+
+def _score_before(pairs, affine: np.ndarray, lab_fixed: np.ndarray, lab_moving: np.ndarray,
+                  mask: np.ndarray) -> tuple[dict, np.ndarray]:
+    """Field error (|true displacement|, mm) and tissue Dice of one pair before registration; also the error map."""
+    before = _world_norm(pairs.true_ddf[0], affine)
+    d_before = dice_per_label(lab_fixed, lab_moving, list(TISSUE_LABELS.values()))
+    return {
+        "error_before": float(before[mask].mean()), "error_before_p95": float(np.percentile(before[mask], 95)),
+        "dice_before": mean_dice(d_before), **{f"dice_before_{k}": d_before[v] for k, v in TISSUE_LABELS.items()},
+    }, before
+
+
 def evaluate_brain(net: torch.nn.Module, template: BrainTemplate, config: BrainConfig) -> tuple[dict, dict]:
     """Score the network on ``config.n_eval`` held-out synthetic pairs.
 
@@ -332,7 +323,6 @@ def evaluate_brain(net: torch.nn.Module, template: BrainTemplate, config: BrainC
     """
     config = config.resolved()
     gen = torch.Generator().manual_seed(config.seed + 1_000_003)
-    labels = list(TISSUE_LABELS.values())
     rows, net_rows = [], []
     example: dict = {}
     start = time.perf_counter()
@@ -341,17 +331,11 @@ def evaluate_brain(net: torch.nn.Module, template: BrainTemplate, config: BrainC
                                 config.amplitude_mm, config.control_mm, config.noise, gen)
         with torch.no_grad():
             _, ddf_net = net(pairs.moving, pairs.fixed)
-        ddf = _refine(ddf_net, pairs.moving, pairs.fixed, config)
-        true = pairs.true_ddf[0]
+        ddf = refine_ddf(ddf_net, pairs.moving, pairs.fixed, None, config.refinement)
         mask = pairs.fixed_mask[0, 0].numpy()
-        before = _world_norm(true, template.affine)
         lab_fixed = tissue_labels(pairs.fixed_tissue[0].numpy())
         lab_moving = tissue_labels(pairs.moving_tissue[0].numpy())
-        d_before = dice_per_label(lab_fixed, lab_moving, labels)
-        common = {
-            "error_before": float(before[mask].mean()), "error_before_p95": float(np.percentile(before[mask], 95)),
-            "dice_before": mean_dice(d_before), **{f"dice_before_{k}": d_before[v] for k, v in TISSUE_LABELS.items()},
-        }
+        common, before = _score_before(pairs, template.affine, lab_fixed, lab_moving, mask)
         row, arrays = _score(ddf, pairs, template.affine, lab_fixed, mask)
         rows.append({**common, **row})
         if config.refine_steps and config.steps > 0:  # an untrained network (steps 0) predicts ~0
@@ -359,26 +343,13 @@ def evaluate_brain(net: torch.nn.Module, template: BrainTemplate, config: BrainC
         if n == 0:
             example = {
                 "fixed": pairs.fixed[0, 0].numpy(), "moving": pairs.moving[0, 0].numpy(),
-                "warped": warp(pairs.moving, ddf)[0, 0].numpy(), "ddf": ddf[0].numpy(), "true_ddf": true.numpy(),
-                "labels_fixed": lab_fixed, "labels_moving": lab_moving, "labels_warped": arrays["labels_warped"],
-                "mask": mask, "error_before": before, "error_after": arrays["error_after"],
+                "warped": warp(pairs.moving, ddf)[0, 0].numpy(), "ddf": ddf[0].numpy(),
+                "true_ddf": pairs.true_ddf[0].numpy(), "labels_fixed": lab_fixed, "labels_moving": lab_moving,
+                "labels_warped": arrays["labels_warped"], "mask": mask, "error_before": before,
+                "error_after": arrays["error_after"],
             }
-
-    def summarise(rs: list[dict]) -> dict:
-        mean = {k: float(np.mean([r[k] for r in rs])) for k in rs[0] if k != "jac_min"}
-        return {
-            "field_error_mm_after": mean["error_after"],
-            "field_error_mm_p95_after": mean["error_after_p95"],
-            "dice_after": mean["dice_after"],
-            "dice_per_tissue_after": {k: mean[f"dice_after_{k}"] for k in TISSUE_LABELS},
-            "folding_fraction": mean["folding"],
-            "folding_fraction_in_head": mean["folding_in_head"],
-            "folding_fraction_max": float(max(r["folding"] for r in rs)),
-            "jacobian_min": float(min(r["jac_min"] for r in rs)),
-        }
-
     before = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k.endswith("before") or "_before" in k}
-    after = summarise(rows)
+    after = _summarise(rows)
     metrics = {
         "n_pairs": len(rows),
         "field_error_mm_before": before["error_before"],
@@ -395,14 +366,15 @@ def evaluate_brain(net: torch.nn.Module, template: BrainTemplate, config: BrainC
         "seconds": round(time.perf_counter() - start, 1),
     }
     if net_rows:
-        net_only = summarise(net_rows)
+        net_only = _summarise(net_rows)
         net_only["field_error_ratio"] = net_only["field_error_mm_after"] / max(before["error_before"], 1e-12)
         metrics["network_only"] = net_only
     return metrics, example
 
 
 def brain_checkpoint(run: BrainRun) -> dict:
-    """A firereg checkpoint (:mod:`firereg.pipelines.inference.deep_method`) that ``firereg register`` reads for NIfTI pairs.
+    """A firereg checkpoint (:func:`firereg.pipelines.checkpoints.checkpoint_state`) that ``firereg register``
+    reads for NIfTI pairs.
 
     Besides the usual keys it records ``domain="nifti"``, the working ``shape`` (voxels),
     ``spacing_mm``, the template ``affine``, ``intensity="minmax"`` (each image scaled to
@@ -410,32 +382,22 @@ def brain_checkpoint(run: BrainRun) -> dict:
     refinement in ``firereg register --refine-steps``).
     """
     c = run.config
-    return {
-        "model_type": "voxelmorph",
-        "net_kwargs": {"spatial_dims": c.dims, "features": list(c.features), "integration_steps": c.integration_steps},
-        "state_dict": run.net.state_dict(),
-        "size": int(max(run.template.shape)),
-        "channel": "luminance",
-        "epoch": 0,
-        "domain": "nifti",
-        "shape": list(run.template.shape),
-        "spacing_mm": list(run.template.spacing),
-        "affine": run.template.affine.tolist(),
-        "intensity": "minmax",
-        "modality": c.modality,
-        "loss": asdict(c.loss_config),
-        "refine_lr": c.refine_lr,
-        "refine_sigma": c.refine_sigma,
-        "source": run.template.source,
-    }
+    net_kwargs = {"spatial_dims": c.dims, "features": list(c.features), "integration_steps": c.integration_steps}
+    return checkpoint_state(
+        run.net, "voxelmorph", net_kwargs, max(run.template.shape), "luminance",
+        epoch=0, domain="nifti", shape=list(run.template.shape), spacing_mm=list(run.template.spacing),
+        affine=run.template.affine.tolist(), intensity="minmax", modality=c.modality, loss=asdict(c.loss_config),
+        refine_lr=c.refine_lr, refine_sigma=c.refine_sigma, source=run.template.source,
+    )
 
 
 def _slice(a: np.ndarray, dims: int) -> np.ndarray:
-    """The middle axial slice of a 3D array (or the 2D array), transposed for display (rows = y)."""
-    return (a[:, :, a.shape[2] // 2] if dims == 3 else a).T
+    """The middle axial slice of a 3D array (or the 2D array), row-major for display (rows = y)."""
+    return xy_to_yx((a[:, :, a.shape[2] // 2] if dims == 3 else a)[None])[..., 0]
 
 
 def _plot(path: Path, example: dict, template: BrainTemplate, config: BrainConfig, metrics: dict) -> Path:
+    """``brain.png``: images, tissue borders and field errors of the example pair (middle axial slice)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -459,10 +421,8 @@ def _plot(path: Path, example: dict, template: BrainTemplate, config: BrainConfi
     fig.colorbar(im, ax=axes[1][0], fraction=0.04)
     im = show(axes[1][1], _slice(e_a, d), "field error after (mm)", cmap="magma", vmin=0, vmax=vmax)[0]
     fig.colorbar(im, ax=axes[1][1], fraction=0.04)
-    show(axes[1][2], _slice(example["labels_moving"], d) != _slice(example["labels_fixed"], d),
-         "labels differ: before", cmap="gray")
+    show(axes[1][2], m_lab != f_lab, "labels differ: before", cmap="gray")
     show(axes[1][3], w_lab != f_lab, "labels differ: after", cmap="gray")
-    del m_lab
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
@@ -478,9 +438,9 @@ def _plot(path: Path, example: dict, template: BrainTemplate, config: BrainConfi
 
 def _mode(config: BrainConfig) -> str:
     if config.steps == 0:
-        return f"instance optimisation only ({config.refine_steps} steps per pair; the network is untrained)"
+        return f"test-time refinement only ({config.refine_steps} steps per pair; the network is untrained)"
     learned = "learned (VoxelMorph trained on random synthetic deformations of the template)"
-    return learned + (f" + instance optimisation ({config.refine_steps} steps per pair)" if config.refine_steps else "")
+    return learned + (f" + test-time refinement ({config.refine_steps} steps per pair)" if config.refine_steps else "")
 
 
 def _as_volume(a: np.ndarray, dims: int) -> np.ndarray:
@@ -510,8 +470,7 @@ def run_brain(out: str | Path, config: BrainConfig | None = None, progress: bool
     written["ddf"] = save_world_field(example["ddf"], affine, out / "ddf.nii.gz")
     written["ddf_true"] = save_world_field(example["true_ddf"], affine, out / "ddf_true.nii.gz")
     written["figure"] = _plot(out / "brain.png", example, run.template, config, metrics)
-    torch.save(brain_checkpoint(run), out / "model.pt")
-    written["model"] = out / "model.pt"
+    written["model"] = save_checkpoint(brain_checkpoint(run), out / "model.pt")
     summary = {
         "data_source": run.template.source,
         "dims": d,

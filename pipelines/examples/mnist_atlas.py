@@ -8,11 +8,10 @@ warp every other image of the class onto it. Images come from real MNIST IDX fil
 given, else from scikit-learn's bundled 8 x 8 digits upsampled to 32 x 32 (the embedded
 default, *not* MNIST — every output says which).
 
-Layout: the network sees images in the project's ``PILReader`` layout (C, W, H) — array
-axis 0 = x (column), axis 1 = y (row) — so a DDF channel 0 is the x displacement, exactly
-as for fundus images, and a saved ``model.pt`` is a firereg checkpoint that
-``firereg register digit.png atlas.png --model model.pt`` can use. Figures and metrics
-are computed on row-major images.
+Layout: the network sees images in the networks' ``XY`` layout (:mod:`firereg.transforms.coords`),
+so a DDF channel 0 is the x displacement, exactly as for fundus images, and a saved
+``model.pt`` is a firereg checkpoint that ``firereg register digit.png atlas.png --model
+model.pt`` can use. Figures and metrics are computed on row-major images.
 
 Metrics (held-out images of the class, never seen in training, atlas excluded):
 
@@ -36,9 +35,11 @@ import numpy as np
 import torch
 from firereg.evaluation.deformation import deformation_quality
 from firereg.evaluation.overlap import dice
-from firereg.evaluation.report.figures import save_figure
+from firereg.evaluation.report.figures import save_figure, save_png
+from firereg.pipelines.checkpoints import checkpoint_state, save_checkpoint
 from firereg.pipelines.nn.losses import LossConfig, RegistrationLoss
 from firereg.pipelines.nn.networks import VoxelMorphNet
+from firereg.transforms.coords import xy_to_yx, yx_to_xy
 from firereg.transforms.io import atomic_write_text
 from firereg.transforms.mnist_data import (
     DigitData,
@@ -141,13 +142,13 @@ class AtlasRun:
 
 
 def _to_net(images: np.ndarray) -> torch.Tensor:
-    """Row-major (N, H, W) → (N, 1, W, H) float tensor (PILReader layout, axis 0 = x)."""
-    return torch.as_tensor(np.ascontiguousarray(np.transpose(images, (0, 2, 1))), dtype=torch.float32).unsqueeze(1)
+    """Row-major (N, H, W) → (N, 1, W, H) float tensor (``XY`` layout; the N images as channels of one)."""
+    return torch.as_tensor(yx_to_xy(np.moveaxis(images, 0, -1)), dtype=torch.float32).unsqueeze(1)
 
 
 def _from_net(t: torch.Tensor) -> np.ndarray:
-    """(N, C, W, H) tensor → row-major (N, C, H, W) array."""
-    return t.detach().cpu().permute(0, 1, 3, 2).numpy()
+    """(N, 1, W, H) tensor → row-major (N, H, W) array."""
+    return np.moveaxis(xy_to_yx(t[:, 0]), -1, 0)
 
 
 def global_ncc(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -228,7 +229,7 @@ def register_to_atlas(net: VoxelMorphNet, images: np.ndarray, atlas: np.ndarray,
         for start in range(0, len(images), batch_size):
             moving = _to_net(images[start : start + batch_size])
             warped, ddf = net(moving, fixed.expand(len(moving), -1, -1, -1))
-            warped_all.append(_from_net(warped)[:, 0])
+            warped_all.append(_from_net(warped))
             ddf_all.append(ddf.numpy())
     return np.concatenate(warped_all), np.concatenate(ddf_all)
 
@@ -300,20 +301,12 @@ def plot_atlas_grid(
 
 
 def _checkpoint(run: AtlasRun) -> dict:
-    """A firereg checkpoint (:mod:`firereg.pipelines.inference.deep_method`) of the atlas network."""
+    """A firereg checkpoint (:func:`firereg.pipelines.checkpoints.checkpoint_state`) of the atlas network."""
     h, w = run.atlas.shape
-    return {
-        "model_type": "voxelmorph",
-        "net_kwargs": {"spatial_dims": 2, "features": list(run.config.features)},
-        "state_dict": run.net.state_dict(),
-        "size": int(max(h, w)),
-        "channel": "luminance",
-        "epoch": 0,
-        "domain": "digits",
-        "atlas": run.atlas,
-        "source": run.source,
-        "loss": asdict(run.config.loss_config),
-    }
+    return checkpoint_state(
+        run.net, "voxelmorph", {"spatial_dims": 2, "features": list(run.config.features)}, max(h, w), "luminance",
+        epoch=0, domain="digits", atlas=run.atlas, source=run.source, loss=asdict(run.config.loss_config),
+    )
 
 
 def run_mnist(out: str | Path, config: AtlasConfig | None = None, mnist_dir: str | Path | None = None,
@@ -359,10 +352,8 @@ def run_mnist(out: str | Path, config: AtlasConfig | None = None, mnist_dir: str
              f"Dice {metrics['dice_before']:.3f} → {metrics['dice_after']:.3f}, "
              f"folding {100 * metrics['folding_fraction']:.3f} %")
     plot_atlas_grid(out / "atlas_grid.png", run.eval_images[:k], warped[:k], ddf[:k], run.atlas, title)
-    from PIL import Image
-
-    Image.fromarray((np.clip(run.atlas, 0, 1) * 255).astype(np.uint8)).save(out / "atlas.png")
-    torch.save(_checkpoint(run), out / "model.pt")
+    save_png((np.clip(run.atlas, 0, 1) * 255).astype(np.uint8), out / "atlas.png")
+    save_checkpoint(_checkpoint(run), out / "model.pt")
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
     return summary
 

@@ -3,8 +3,8 @@
 Checkpoints and run folders: :mod:`firereg.pipelines.checkpoints`.
 
 Preprocessing matches training (:func:`firereg.transforms.pair_transforms.pair_transforms`):
-channel → resize to ``size`` x ``size`` (area) → intensity to [0, 1]; arrays are moved to
-the ``PILReader`` layout (C, W, H) first, so network axis 0 is x.
+channel → resize to ``size`` x ``size`` (area) → intensity to [0, 1], in the networks' ``XY``
+layout (:mod:`firereg.transforms.coords`).
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from firereg.evaluation.results import (
 )
 from firereg.pipelines.checkpoints import load_model
 from firereg.pipelines.inference.refine import RefineConfig, refine_ddf
-from firereg.pipelines.nn.fields import affine_to_ddf, ddf_to_field_yx, resample_ddf
+from firereg.pipelines.nn.fields import affine_to_ddf, resample_ddf
 from firereg.pipelines.nn.networks import AffineNet, MatchingAffineNet
-from firereg.transforms.fov import estimate_fov_mask
+from firereg.transforms.coords import field_xy_to_yx, yx_to_xy
+from firereg.transforms.fov import field_of_view
 from firereg.transforms.pair_transforms import SelectChannel
 from monai.transforms import Resize, ScaleIntensity
 from monai.utils import convert_to_tensor
@@ -32,13 +33,12 @@ __all__ = ["prepare_image", "prepare_mask", "DeepMethod"]
 
 
 def prepare_image(image: np.ndarray, size: int, channel: str = "green") -> torch.Tensor:
-    """(H, W[, C]) row-major array → (1, 1, size, size) float32 tensor in [0, 1], PILReader layout."""
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.ndim != 3:
-        raise ValueError(f"expected an (H, W) or (H, W, C) image, got shape {np.asarray(image).shape}")
-    chw = torch.as_tensor(np.ascontiguousarray(np.transpose(arr, (2, 1, 0))), dtype=torch.float32)  # (C, W, H)
+    """(H, W[, C]) row-major array → (1, 1, size, size) float32 tensor in [0, 1], ``XY`` layout.
+
+    Raises:
+        ValueError: quoting the shape of an array that is not (H, W) or (H, W, C).
+    """
+    chw = torch.as_tensor(yx_to_xy(image), dtype=torch.float32)  # (C, W, H)
     one = SelectChannel(channel)(chw) if chw.shape[0] in (3, 4) else chw[:1]
     resized = Resize((size, size), mode="area")(one)
     plain = convert_to_tensor(ScaleIntensity(minv=0.0, maxv=1.0)(resized), track_meta=False)  # no MetaTensor overhead per op
@@ -46,10 +46,10 @@ def prepare_image(image: np.ndarray, size: int, channel: str = "green") -> torch
 
 
 def prepare_mask(mask: np.ndarray | None, image: np.ndarray, size: int) -> torch.Tensor:
-    """(H, W) bool FOV mask (estimated from ``image`` if None) → (1, 1, size, size) float 0/1."""
-    m = estimate_fov_mask(image) if mask is None else np.asarray(mask, dtype=bool)
-    t = torch.as_tensor(np.ascontiguousarray(m.T[None]), dtype=torch.float32)
-    return convert_to_tensor(Resize((size, size), mode="nearest")(t), track_meta=False).unsqueeze(0).float()
+    """The field of view of ``image`` (:func:`firereg.transforms.fov.field_of_view`: ``mask``, a
+    row-major (H, W) array, or estimated) → (1, 1, size, size) float 0/1, ``XY`` layout (nearest)."""
+    fov = torch.as_tensor(yx_to_xy(field_of_view(image, mask)), dtype=torch.float32)  # (1, W, H)
+    return convert_to_tensor(Resize((size, size), mode="nearest")(fov), track_meta=False).unsqueeze(0).float()
 
 
 class DeepMethod:
@@ -135,6 +135,6 @@ class DeepMethod:
             m[:2] = matrix[0].double().numpy()
             inner: RegistrationResult = MatrixResult(m, (self.size, self.size), (self.size, self.size))
         else:
-            inner = DisplacementFieldResult(ddf_to_field_yx(ddf[0]))
+            inner = DisplacementFieldResult(field_xy_to_yx(ddf[0]))
         return ScaledResult(inner, fixed.shape[:2], moving.shape[:2])
 

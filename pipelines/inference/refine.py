@@ -1,4 +1,13 @@
-"""Test-time refinement (instance optimisation) of a predicted displacement field."""
+"""Test-time refinement of a predicted displacement field: one pyramid optimisation, 2D and 3D.
+
+The predicted DDF is optimised on its own pair with a registration loss (Adam, MONAI
+``Warp``), coarse to fine. Users ask for it with the ``+tto`` suffix of a method spec
+(``cascade+tto:RUN``, :mod:`firereg.pipelines.method_specs`) or ``--refine-steps`` of
+``firereg register`` and ``firereg brain``; fundus photographs use
+:func:`fundus_refinement`, brain MRI :attr:`firereg.pipelines.examples.brain_mri.BrainConfig.refinement`.
+DDFs are (B, D, *spatial) in pixels (voxels) of their grid, fixed → moving
+(see :mod:`firereg.transforms.coords`).
+"""
 
 from __future__ import annotations
 
@@ -8,36 +17,43 @@ import torch
 import torch.nn.functional as F
 from firereg.pipelines.nn.fields import resample_ddf
 from firereg.pipelines.nn.losses import LossConfig, RegistrationLoss
+from firereg.transforms.brain_data import smooth_field
+from monai.networks.blocks import Warp
 from monai.utils import convert_to_tensor
 
 __all__ = ["RefineConfig", "refine_ddf", "FUNDUS_REFINEMENT", "FUNDUS_REFINEMENT_LAMBDA", "fundus_refinement"]
 
+#: the coarsest pyramid level keeps at least this many pixels per axis (fewer if the image has fewer)
+_MIN_SIDE = 8
+
 
 @dataclass
 class RefineConfig:
-    """Test-time refinement (instance optimisation) of a predicted field.
+    """Test-time refinement of a predicted field (:func:`refine_ddf`).
 
-    Two forms:
+    Two parametrisations, each optimised on a pyramid of ``levels`` resolutions (each level
+    halves the finest; ``steps`` Adam steps per level, images area-downsampled):
 
-    - ``levels=1, grid=1`` (default): every pixel's displacement is optimised directly
-      (2D or 3D) — fine-tuning of a field that is already close;
-    - ``levels > 1`` or ``grid > 1`` (2D): a smooth correction on a coarse grid of control
-      points ``grid`` pixels apart (bicubic upsampling, as a B-spline transform) is added to
-      the predicted field and optimised coarse to fine on an image pyramid (each level
-      halves the size) — the capture range of classical multi-resolution registration,
-      which a per-pixel optimisation at one scale lacks (it stalls in the nearest local
-      optimum of local NCC).
+    - ``grid=1``: every pixel's displacement is optimised; the loss's smoothness term acts on
+      the whole field, and each level starts from the previous level's field, resampled;
+    - ``grid > 1``: a smooth correction on control points ``grid`` pixels apart (bicubic
+      upsampling in 2D, trilinear in 3D, as a B-spline transform) is added to the predicted
+      field; the smoothness term acts on the correction. With a pyramid this has the capture
+      range of classical multi-resolution registration, which a per-pixel optimisation at one
+      scale lacks (it stalls in the nearest local optimum of local NCC).
 
     Attributes:
         steps: optimisation steps per pyramid level (0 = off).
-        lr: Adam learning rate, pixels (of the finest level) per step.
-        loss: the loss optimised (the training loss by default); its smoothness term acts
-            on the optimised correction (the whole field in the per-pixel form).
-        size: working size of the refinement's finest level, pixels (None: the network's).
-            A larger size than the network's refines the upsampled field on finer images
-            (capped at the size of the images given).
+        lr: Adam learning rate, pixels (voxels) per step.
+        loss: the loss optimised (default :class:`LossConfig`).
+        size: working size of the finest level for fundus photographs, pixels (None: the
+            network's); :class:`firereg.pipelines.inference.deep_method.DeepMethod` refines the
+            upsampled field on images of this size (capped at the images' own size).
         levels: pyramid levels (1 = the finest only).
         grid: control-point spacing of the correction at the finest level, pixels (1 = per pixel).
+        sigma: Gaussian smoothing of the refined field, pixels (0 = off), as demons registration
+            does: per-pixel Adam moves every voxel by about ``lr`` per step, also where the
+            images carry no information; the smoothing removes that noise and its folds.
     """
 
     steps: int = 0
@@ -46,6 +62,7 @@ class RefineConfig:
     size: int | None = None
     levels: int = 1
     grid: int = 1
+    sigma: float = 0.0
 
     def __post_init__(self) -> None:
         for name, low in (("steps", 0), ("levels", 1), ("grid", 1)):
@@ -54,6 +71,8 @@ class RefineConfig:
                 raise ValueError(f"RefineConfig.{name} = {value!r}: need an integer >= {low}")
         if not self.lr > 0:
             raise ValueError(f"RefineConfig.lr = {self.lr!r}: need a number > 0")
+        if not self.sigma >= 0:
+            raise ValueError(f"RefineConfig.sigma = {self.sigma!r}: need a number >= 0")
 
 
 #: test-time refinement of fundus pairs (``+tto`` in benchmarks, ``firereg register --refine-steps``):
@@ -74,6 +93,19 @@ def fundus_refinement(steps: int = 50) -> RefineConfig:
     return RefineConfig(steps=steps, loss=LossConfig(lam=FUNDUS_REFINEMENT_LAMBDA), **FUNDUS_REFINEMENT)
 
 
+def _level_shape(full: tuple[int, ...], level: int) -> tuple[int, ...]:
+    return tuple(max(min(n, _MIN_SIDE), n // 2**level) for n in full)
+
+
+def _resize(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    return x if tuple(x.shape[2:]) == shape else F.interpolate(x, size=shape, mode="area")
+
+
+def _upsample(correction: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    mode = "bicubic" if len(shape) == 2 else "trilinear"
+    return F.interpolate(correction, size=shape, mode=mode, align_corners=False)
+
+
 def refine_ddf(
     ddf: torch.Tensor,
     moving: torch.Tensor,
@@ -81,47 +113,57 @@ def refine_ddf(
     mask: torch.Tensor | None,
     config: RefineConfig,
 ) -> torch.Tensor:
-    """Optimise ``ddf`` (B, D, *spatial) on this pair with the loss (see :class:`RefineConfig`).
+    """Optimise ``ddf`` on this pair with the loss, coarse to fine (see :class:`RefineConfig`).
 
-    ``moving``, ``fixed`` (B, C, *spatial) and ``mask`` are at the field's size (the finest
-    level); coarser levels are area-downsampled from them. Returns the refined DDF, pixels.
+    Args:
+        ddf: (B, D, *spatial) DDF, D = 2 or 3, pixels (voxels) of its grid, fixed → moving.
+        moving, fixed: (B, C, *spatial) images on the field's grid (the finest level).
+        mask: (B, 1, *spatial) fixed-image field of view (> 0.5 inside), or None: where the
+            similarity is measured.
+        config: the settings; ``steps == 0`` returns ``ddf`` unchanged.
+
+    Returns:
+        The refined DDF (B, D, *spatial), detached, same units and grid.
+
+    Raises:
+        ValueError: quoting the shapes if ``ddf`` is not (B, D, *spatial) with D spatial axes
+            or the images are not on its grid.
     """
-    from monai.networks.blocks import Warp
-
+    if config.steps == 0:
+        return ddf
+    base = convert_to_tensor(ddf, track_meta=False).detach().clone()
+    full = tuple(base.shape[2:])
+    dims = len(full)
+    if dims not in (2, 3) or base.shape[1] != dims or moving.shape != fixed.shape or tuple(fixed.shape[2:]) != full:
+        raise ValueError(f"need a (B, D, *spatial) DDF (D = 2 or 3) and two images on its grid, got DDF "
+                         f"{tuple(base.shape)}, moving {tuple(moving.shape)}, fixed {tuple(fixed.shape)}")
     warp = Warp(mode="bilinear", padding_mode="zeros")
     loss_fn = RegistrationLoss(config.loss or LossConfig())
-    base = convert_to_tensor(ddf, track_meta=False).detach().clone()
-    if config.levels == 1 and config.grid == 1:
-        field = base.requires_grad_(True)
-        optimizer = torch.optim.Adam([field], lr=config.lr)
-        for _ in range(config.steps):
-            optimizer.zero_grad()
-            loss, _ = loss_fn(warp(moving, field), fixed, field, mask)
-            loss.backward()
-            optimizer.step()
-        return field.detach()
-    if base.ndim != 4 or base.shape[2] != base.shape[3]:
-        raise ValueError(f"pyramid / grid refinement needs a square 2D DDF (B, 2, S, S), got {tuple(base.shape)}")
-    size = base.shape[2]
-    coarse = max(2, size // config.grid)
-    correction = torch.zeros(base.shape[0], 2, coarse, coarse, dtype=base.dtype, requires_grad=True)
-    optimizer = torch.optim.Adam([correction], lr=config.lr)
     lam = loss_fn.config.lam
-
-    def upsampled() -> torch.Tensor:
-        return F.interpolate(correction, size=(size, size), mode="bicubic", align_corners=False)
-
+    if config.grid > 1:
+        coarse = tuple(max(2, n // config.grid) for n in full)
+        correction = torch.zeros(base.shape[0], dims, *coarse, dtype=base.dtype, device=base.device, requires_grad=True)
+        optimizer = torch.optim.Adam([correction], lr=config.lr)
+    field = base
     for level in reversed(range(config.levels)):
-        side = max(16, size // 2**level)
-        down = (lambda x: F.interpolate(x, size=(side, side), mode="area")) if side != size else (lambda x: x)
-        m, f = down(moving), down(fixed)
-        k = (down(mask) > 0.5).to(mask.dtype) if mask is not None else None
+        shape = _level_shape(full, level)
+        m, f = _resize(moving, shape), _resize(fixed, shape)
+        k = None if mask is None else (_resize(mask, shape) > 0.5).to(mask.dtype)
+        if config.grid == 1:  # per pixel: a new parameter per level, from the previous level's field
+            field = resample_ddf(field, shape).detach().clone().requires_grad_(True)
+            optimizer = torch.optim.Adam([field], lr=config.lr)
         for _ in range(config.steps):
             optimizer.zero_grad()
-            u = upsampled()
-            field = resample_ddf(base + u, (side, side))
-            similarity = loss_fn.similarity(warp(m, field), f, k)
-            loss = similarity + lam * loss_fn.smooth(resample_ddf(u, (side, side)))
+            if config.grid == 1:
+                level_field = regularised = field
+            else:
+                u = _upsample(correction, full)
+                level_field, regularised = resample_ddf(base + u, shape), resample_ddf(u, shape)
+            loss = loss_fn.similarity(warp(m, level_field), f, k) + lam * loss_fn.smooth(regularised)
             loss.backward()
             optimizer.step()
-    return (base + upsampled()).detach()
+    if config.grid == 1:
+        refined = resample_ddf(field.detach(), full)
+    else:
+        refined = (base + _upsample(correction, full)).detach()
+    return smooth_field(refined, (config.sigma,) * dims) if config.sigma > 0 else refined

@@ -1,19 +1,18 @@
 """Displacement-field helpers shared by the networks, inference and the examples.
 
 A DDF is (B, D, *spatial) in pixels (voxels) of its grid, channel ``i`` = displacement along
-spatial axis ``i``; it maps the fixed grid into the moving image (``p -> p + u(p)``), see
-:mod:`firereg.transforms.coords` for the layouts.
+spatial axis ``i``, fixed → moving; layouts, direction and the converters to row-major fields
+(``field_xy_to_yx``) are in :mod:`firereg.transforms.coords`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["identity_grid", "pad_to_multiple", "crop_to", "affine_to_ddf", "ddf_to_field_yx", "resample_ddf"]
+__all__ = ["identity_grid", "pad_to_multiple", "crop_to", "affine_to_ddf", "resample_ddf"]
 
 
 def identity_grid(spatial: Sequence[int], device=None, dtype=torch.float32) -> torch.Tensor:
@@ -36,26 +35,21 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, list[
 
 
 def crop_to(x: torch.Tensor, spatial: Sequence[int]) -> torch.Tensor:
+    """The first ``spatial`` pixels of each spatial axis of (B, C, *spatial): undoes :func:`pad_to_multiple`."""
     return x[(slice(None), slice(None), *[slice(0, n) for n in spatial])]
 
 
 def affine_to_ddf(matrix: torch.Tensor, spatial: Sequence[int]) -> torch.Tensor:
     """DDF (B, 2, *spatial) of affines (B, 2, 3) acting on pixel index coordinates.
 
-    ``matrix`` maps a fixed pixel ``p`` (index order, i.e. (x, y) for PILReader images) to
-    ``A[:, :2] @ p + A[:, 2]`` in the moving image; the DDF is that minus ``p``.
+    ``matrix`` maps a fixed pixel ``p`` (index order: (x, y) in the ``XY`` layout of
+    :mod:`firereg.transforms.coords`) to ``A[:, :2] @ p + A[:, 2]`` in the moving image; the
+    DDF is that minus ``p``.
     """
     grid = identity_grid(spatial, device=matrix.device, dtype=matrix.dtype)  # (2, *spatial)
     flat = grid.reshape(2, -1)
     mapped = torch.einsum("bij,jn->bin", matrix[:, :, :2], flat) + matrix[:, :, 2:]
     return (mapped - flat).reshape(matrix.shape[0], 2, *spatial)
-
-
-def ddf_to_field_yx(ddf: torch.Tensor) -> np.ndarray:
-    """One DDF (2, W, H) in PILReader layout → (2, H, W) row-major field, channel 0 = dx."""
-    if ddf.ndim != 3 or ddf.shape[0] != 2:
-        raise ValueError(f"expected a (2, W, H) DDF, got {tuple(ddf.shape)}")
-    return ddf.detach().cpu().permute(0, 2, 1).numpy().astype(np.float32)
 
 
 def resample_ddf(ddf: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:

@@ -73,7 +73,12 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor
 
 
 def masked_lncc(warped: torch.Tensor, fixed: torch.Tensor, mask: torch.Tensor | None = None, kernel_size: int = 9) -> torch.Tensor:
-    """Negative local NCC (−1 is perfect) averaged inside ``mask``; images (B, C, *spatial)."""
+    """Negative local NCC (−1 is perfect) averaged inside ``mask``; images (B, C, *spatial).
+
+    MONAI's per-pixel map (``reduction="none"``, a square window of ``kernel_size`` pixels) is
+    averaged over the pixels inside the mask; outside content enters only through the windows
+    of inside pixels within ``kernel_size // 2`` pixels of it.
+    """
     lncc = LocalNormalizedCrossCorrelationLoss(
         spatial_dims=fixed.ndim - 2, kernel_size=kernel_size, kernel_type="rectangular", reduction="none"
     )
@@ -86,15 +91,18 @@ def masked_mse(warped: torch.Tensor, fixed: torch.Tensor, mask: torch.Tensor | N
 
 
 def masked_mutual_information(warped: torch.Tensor, fixed: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Negative global mutual information (MONAI, Parzen windows) of the pixels inside ``mask``.
+    """Negative global mutual information (MONAI ``GlobalMutualInformationLoss``, Gaussian Parzen
+    windows, images in [0, 1]) of the pixels inside ``mask``, averaged over the batch.
 
-    MONAI's loss takes no mask, so outside pixels are set to 0 in both images (one shared
-    bin that carries no alignment information).
+    MONAI's loss takes no mask: each pair's inside pixels are given to it as one (1, 1, N)
+    sample, so outside pixels do not enter the histograms at all. 0 for an empty mask.
     """
-    if mask is not None:
-        inside = (mask > 0.5).to(warped.dtype)
-        warped, fixed = warped * inside, fixed * inside
-    return GlobalMutualInformationLoss()(warped, fixed)
+    loss = GlobalMutualInformationLoss()
+    if mask is None:
+        return loss(warped, fixed)
+    inside = (mask > 0.5).expand_as(fixed)
+    values = [loss(w[k].view(1, 1, -1), f[k].view(1, 1, -1)) for w, f, k in zip(warped, fixed, inside) if k.any()]
+    return torch.stack(values).mean() if values else warped.sum() * 0.0
 
 
 class RegistrationLoss(nn.Module):
@@ -127,8 +135,8 @@ class RegistrationLoss(nn.Module):
 def fit_affine(fixed_points: torch.Tensor, moving_points: torch.Tensor) -> torch.Tensor:
     """Least-squares affines (B, 2, 3) mapping fixed to moving points, each (B, N, 2), N >= 3.
 
-    Points are pixel coordinates in index order (x, y for PILReader images); NaN rows
-    (padding) are ignored.
+    Points are pixel coordinates in index order ((x, y) in the ``XY`` layout of
+    :mod:`firereg.transforms.coords`); NaN rows (padding) are ignored.
 
     Raises:
         ValueError: for mismatched shapes or fewer than 3 valid points in a pair.

@@ -1,10 +1,9 @@
 """Registration networks from MONAI parts: VoxelMorph, an affine network, and their cascade.
 
 Tensors are MONAI channel-first: images (B, C, *spatial); a displacement field (DDF) is
-(B, D, *spatial) in pixels (voxels), channel ``i`` = displacement along spatial axis ``i``.
-For 2D fundus images loaded by ``PILReader`` spatial axis 0 is x and axis 1 is y, so a DDF
-channel 0 is the x displacement. Every network maps the FIXED grid into the MOVING image:
-``warped(p) = moving(p + ddf(p))`` — MONAI ``Warp`` (bilinear, ``align_corners=True``).
+(B, D, *spatial) in pixels (voxels), channel ``i`` = displacement along spatial axis ``i``,
+fixed → moving, sampled by MONAI ``Warp`` (bilinear, ``align_corners=True``); 2D fundus
+images are in the ``XY`` layout (see :mod:`firereg.transforms.coords`).
 Each ``forward(moving, fixed)`` returns ``(warped, ddf)``; the affine networks also expose
 the matrix through :meth:`AffineNet.predict_affine`.
 """
@@ -259,7 +258,10 @@ class MatchingAffineNet(nn.Module):
         robust: Cauchy scale of the re-weighting, share of the image size.
     """
 
-    fov_threshold = 0.02  # intensity (images scaled to [0, 1]) above which a pixel is in the field of view
+    #: intensity (images scaled to [0, 1]) above which a pixel is in the field of view. A tensor rule, not
+    #: firereg.transforms.fov.field_of_view: it runs on the batched working-size inputs inside the network
+    #: (training and inference alike, no masks travel with them), and trained checkpoints depend on it.
+    fov_threshold = 0.02
 
     def __init__(
         self,

@@ -32,8 +32,9 @@ from firereg.pipelines.bundles import (
     save_weights,
     select_pairs,
 )
+from firereg.pipelines.checkpoints import load_checkpoint
 from firereg.pipelines.nn.networks import build_network
-from firereg.pipelines.training.engine import (
+from firereg.pipelines.training import (
     EpochOrder,
     TrainConfig,
     resolve_device,
@@ -188,7 +189,7 @@ def test_weights_round_trip_and_refuse_another_size(fire_data, tmp_path):
     record = json.loads((tmp_path / "models" / "model_config.json").read_text())
     assert record["size"] == 64 and record["model_type"] == "voxelmorph" and record["source"].endswith("best.pt")
     net = load_weights(VoxelMorphPairNet(size=64), path, size=64, channel="green", model_type="voxelmorph")
-    best = torch.load(run / "best.pt", map_location="cpu", weights_only=False)["state_dict"]
+    best = load_checkpoint(run / "best.pt", "voxelmorph")["state_dict"]
     for key, value in net.state_dict().items():
         torch.testing.assert_close(value, best[key])
     with pytest.raises(ValueError, match=r"size = 64.*--size 64"):
@@ -281,7 +282,7 @@ def test_multi_gpu_train_runs_two_gloo_processes(fire_data, tmp_path):
     run = root / "runs" / "train"
     for path in ("best.pt", "last.pt", "log.csv", "train_steps.csv"):
         assert (run / path).is_file(), path
-    last = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    last = load_checkpoint(run / "last.pt")
     assert (last["epoch"], last["global_step"], last["world_size"]) == (1, 2, 2)
     with open(run / "log.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))

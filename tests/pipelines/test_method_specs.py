@@ -22,7 +22,7 @@ from firereg.pipelines.method_specs import (
     parse_method_list,
     parse_method_spec,
 )
-from firereg.pipelines.training.engine import TrainConfig, train
+from firereg.pipelines.training import TrainConfig, train
 from typer.testing import CliRunner
 
 runner = CliRunner()

@@ -22,7 +22,8 @@ from firereg.pipelines.fields_io import (
 from firereg.pipelines.inference.deep_method import DeepMethod
 from firereg.pipelines.inference.refine import fundus_refinement
 from firereg.pipelines.nn.networks import build_network
-from firereg.pipelines.register import field_from_result, read_image, register_pair
+from firereg.pipelines.register import register_pair
+from firereg.transforms.io import read_rgb
 from PIL import Image
 from skimage.data import retina
 from typer.testing import CliRunner
@@ -42,6 +43,13 @@ def _shifted(image: np.ndarray, shift: tuple[float, float]) -> np.ndarray:
     """The moving image of a pure shift: moving(p + shift) = image(p)."""
     m = np.float32([[1, 0, shift[0]], [0, 1, shift[1]]])
     return cv2.warpAffine(image, m, image.shape[1::-1], flags=cv2.INTER_LINEAR, borderValue=0)
+
+
+def _field_of(result) -> np.ndarray:
+    """The full-resolution (2, H, W) row-major field of a result: its sampling grid minus the identity."""
+    map_x, map_y = result.sampling_grid()
+    ys, xs = np.mgrid[0 : map_x.shape[0], 0 : map_x.shape[1]]
+    return np.stack([map_x - xs, map_y - ys]).astype(np.float32)
 
 
 def _checkpoint(path: Path, model_type: str = "affine", size: int = WORK, shift_px: tuple[float, float] = (0.0, 0.0)) -> Path:
@@ -200,7 +208,7 @@ def test_register_non_divisible_size_with_voxelmorph(tmp_path):
     method = DeepMethod(ckpt, expected_type="voxelmorph", refine=fundus_refinement(2))  # what register_pair uses
     result = method.register(np.asarray(Image.open(tmp_path / "f.jpg")),
                              np.asarray(Image.open(tmp_path / "m.jpeg")))
-    np.testing.assert_allclose(field, field_from_result(result), atol=1e-4)  # refinement is deterministic on CPU
+    np.testing.assert_allclose(field, _field_of(result), atol=1e-4)  # refinement is deterministic on CPU
     grid_pts = np.array([[0.0, 0.0], [202.0, 202.0], [17.0, 150.0], [100.0, 3.0]])
     np.testing.assert_allclose(DisplacementFieldResult(field).fixed_to_moving(grid_pts), result.fixed_to_moving(grid_pts), atol=1e-3)
     table = pd.read_csv(written["points"])
@@ -223,9 +231,9 @@ def test_register_errors_are_clear(pair, tmp_path):
     with pytest.raises(FileNotFoundError, match="nopoints.txt"):
         register_pair(root / "fixed.png", root / "moving.png", pair["ckpt"], tmp_path / "o", points_path=tmp_path / "nopoints.txt")
     with pytest.raises(ValueError, match=r"\.bmp.*\.jpg \.jpeg \.png \.tif \.tiff"):
-        read_image(tmp_path / "image.bmp")
-    with pytest.raises(ValueError, match=r"'\.nii\.gz' \(read_image reads photographs; for NIfTI use"):
-        read_image(tmp_path / "image.nii.gz")
+        register_pair(tmp_path / "image.bmp", root / "moving.png", pair["ckpt"], tmp_path / "o")
+    with pytest.raises(ValueError, match=r"'\.nii\.gz' \(NIfTI volumes: firereg\.pipelines\.fields_io\.read_nifti\)"):
+        read_rgb(tmp_path / "image.nii.gz")
     bad = tmp_path / "three.txt"
     bad.write_text("1 2 3\n")
     with pytest.raises(ValueError, match="three.txt, line 1: expected 4 columns"):

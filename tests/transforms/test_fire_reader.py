@@ -122,6 +122,30 @@ def test_read_control_points_bounds_are_pixel_edges(tmp_path):
         read_control_points(path, ((40, 30), (40, 30)))
 
 
+def test_read_control_points_reads_fixed_point_files_when_allowed(tmp_path):
+    """The one point-file parser: FIRE's 4 columns, or 2 columns of fixed points (firereg register --points)."""
+    path = tmp_path / "points.txt"
+    path.write_text("1 2\n\n 3.5\t4\n")
+    fixed, moving = read_control_points(path, ((40, 30), (40, 30)), allow_fixed_only=True)
+    np.testing.assert_array_equal(fixed, [[1, 2], [3.5, 4]])
+    assert moving is None
+    four = tmp_path / "four.txt"
+    four.write_text("1 2 3 4\n")
+    fixed, moving = read_control_points(four, allow_fixed_only=True)
+    np.testing.assert_array_equal(moving, [[3, 4]])
+    with pytest.raises(FireFormatError, match=r"points.txt, line 1: expected 4 columns .* got 2"):
+        read_control_points(path)  # a FIRE file must have 4
+    path.write_text("1 2\n1 2 3 4\n")
+    with pytest.raises(FireFormatError, match=r"points.txt, line 2: expected 2 columns \(x y\), got 4"):
+        read_control_points(path, allow_fixed_only=True)
+    path.write_text("\n1 2 3\n")
+    with pytest.raises(FireFormatError, match=r"points.txt, line 2: expected 4 columns .* or 2 columns .*got 3"):
+        read_control_points(path, allow_fixed_only=True)
+    path.write_text("1 2\n39.6 2\n")
+    with pytest.raises(FireFormatError, match=r"points.txt, line 2: fixed point \(39.6, 2\) lies outside.*40x30"):
+        read_control_points(path, ((40, 30), (40, 30)), allow_fixed_only=True)
+
+
 # --- errors name the file (and line) ---------------------------------------------------
 
 

@@ -13,6 +13,7 @@ from firereg.transforms.splits import (
     read_split,
     select_split,
     split_or_reuse,
+    stored_split,
     write_split,
 )
 
@@ -194,3 +195,15 @@ def test_split_or_reuse_refuses_a_split_of_other_data(tmp_path):
     with pytest.raises(ValueError, match=re.escape(str(path)) + ".*S71"):
         split_or_reuse(fewer, path)
     assert read_split(path)["name"].tolist() == fake_manifest()["name"].tolist()  # left as it was
+
+
+def test_stored_split_only_for_the_same_pairs(tmp_path):
+    path = tmp_path / "split.csv"
+    assert stored_split(fake_manifest(), path) is None  # no file
+    stored = make_split(fake_manifest(), seed=2)
+    write_split(stored, path)
+    pd.testing.assert_frame_equal(stored_split(fake_manifest(), path), stored)
+    assert stored_split(fake_manifest((("S", 70), ("P", 49), ("A", 14))), path) is None  # other data
+    path.write_text("name,split\nS01,train\n")
+    with pytest.raises(ValueError, match=re.escape(str(path))):  # malformed: named, not ignored
+        stored_split(fake_manifest(), path)

@@ -16,12 +16,9 @@ from firereg.pipelines.examples.brain_mri import (
     evaluate_brain,
     train_brain,
 )
-from firereg.pipelines.fields_io import load_world_field
 from firereg.transforms.brain_data import (
     MNI152_SOURCE,
     BrainTemplate,
-    compose_ddf,
-    invert_ddf,
     load_mni152,
     random_smooth_ddf,
     synthetic_pairs,
@@ -31,6 +28,12 @@ from firereg.transforms.brain_data import (
 from typer.testing import CliRunner
 
 runner = CliRunner()
+
+
+def _world_field(path) -> tuple[np.ndarray, np.ndarray]:
+    """A world field file (X, Y, Z, 1, 3) as ((X, Y, Z, 3) mm, affine), read with nibabel."""
+    image = nib.load(path)
+    return np.asarray(image.dataobj, dtype=np.float32)[:, :, :, 0, :], image.affine
 
 
 def _world_centre_of_mass(template) -> np.ndarray:
@@ -59,16 +62,13 @@ def test_mni152_template_geometry_and_contrasts():
         t4.axial_slice(500.0)
 
 
-def test_synthetic_fields_are_smooth_invertible_and_ground_truth_is_exact():
+def test_synthetic_fields_are_smooth_and_ground_truth_is_exact():
     t = load_mni152(8)
     gen = torch.Generator().manual_seed(0)
     ddf = random_smooth_ddf(t.shape, t.spacing, batch=2, amplitude_mm=10.0, generator=gen)
     peak_mm = (ddf * 8.0).norm(dim=1).reshape(2, -1).amax(dim=1)
     assert torch.all(peak_mm <= 10.0 + 1e-4) and torch.all(peak_mm >= 5.0 - 1e-4)
     assert all(deformation_quality(d).jac_min > 0.2 for d in ddf)
-    # the inverse composes to the identity (inside, away from the border; voxels of 8 mm)
-    ident = compose_ddf(ddf, invert_ddf(ddf))[:, :, 2:-2, 2:-2, 2:-2].abs()
-    assert ident.mean() < 0.01 and ident.max() < 0.15
 
     pairs = synthetic_pairs(t, 2, "t1", "t2", generator=gen)
     assert pairs.fixed.shape == (2, 1, *t.shape) and pairs.true_ddf.shape == (2, 3, *t.shape)
@@ -127,7 +127,7 @@ def test_tiny_3d_run_end_to_end_and_register_its_output(tmp_path):
         image = nib.load(out / f"{name}.nii.gz")
         assert image.shape == load_mni152(8).shape
         np.testing.assert_allclose(image.affine, affine)
-    field, field_affine = load_world_field(out / "ddf_true.nii.gz")
+    field, field_affine = _world_field(out / "ddf_true.nii.gz")
     np.testing.assert_allclose(field_affine, affine)
     assert field.shape == (*load_mni152(8).shape, 3)
     assert (out / "brain.png").stat().st_size > 10_000
@@ -144,7 +144,7 @@ def test_tiny_3d_run_end_to_end_and_register_its_output(tmp_path):
     with torch.no_grad():
         _, ddf = net(moving, fixed)
     np.testing.assert_allclose(np.load(reg / "ddf_voxels.npy"), ddf[0].numpy(), atol=1e-5)
-    predicted, _ = load_world_field(reg / "field.nii.gz")
+    predicted, _ = _world_field(reg / "field.nii.gz")
     np.testing.assert_allclose(predicted, np.moveaxis(ddf[0].numpy(), 0, -1) * 8.0, atol=1e-4)  # 8 mm voxels, RAS axes
 
 
