@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from firereg.evaluation.baselines import make_method
 from firereg.evaluation.benchmark import load_pair
 from firereg.evaluation.results import RegistrationMethod, ResizedMethod

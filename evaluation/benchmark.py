@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
+
 from firereg.evaluation.deformation import mapping_quality
 from firereg.evaluation.landmarks import measure_pair, point_distances
 from firereg.evaluation.report.figures import (
@@ -45,7 +47,6 @@ from firereg.evaluation.results import (
 from firereg.transforms.fire_generator import read_generator_metadata
 from firereg.transforms.fov import read_mask
 from firereg.transforms.io import atomic_to_csv, atomic_write_text, read_rgb
-from tqdm.auto import tqdm
 
 __all__ = [
     "BenchmarkConfig",

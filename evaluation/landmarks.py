@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from firereg.evaluation.results import NotInvertibleError, RegistrationResult
 
 __all__ = [

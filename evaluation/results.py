@@ -20,8 +20,9 @@ from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
-from firereg.transforms.coords import scale_points, size_of
 from scipy.ndimage import map_coordinates
+
+from firereg.transforms.coords import scale_points, size_of
 
 __all__ = [
     "NotInvertibleError",

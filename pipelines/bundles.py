@@ -32,10 +32,12 @@ import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import firereg
 import pandas as pd
 import torch
 import torch.distributed as dist
+from torch import nn
+
+import firereg
 from firereg.evaluation.report.figures import plot_success_rate
 from firereg.evaluation.report.tables import write_summary
 from firereg.pipelines.checkpoints import (
@@ -46,11 +48,19 @@ from firereg.pipelines.checkpoints import (
     save_checkpoint,
 )
 from firereg.pipelines.nn.networks import CascadeNet, MatchingAffineNet, VoxelMorphNet
-from firereg.pipelines.training import DEFAULT_BENCHMARK_SIZE, TrainConfig, validate_network
+from firereg.pipelines.training import (
+    DEFAULT_BENCHMARK_SIZE,
+    TrainConfig,
+    validate_network,
+)
 from firereg.transforms.fire_reader import read_fire
 from firereg.transforms.io import atomic_to_csv, atomic_write_text
-from firereg.transforms.splits import DEFAULT_VAL_FRACTION, make_split, select_split, stored_split
-from torch import nn
+from firereg.transforms.splits import (
+    DEFAULT_VAL_FRACTION,
+    make_split,
+    select_split,
+    stored_split,
+)
 
 __all__ = [
     "MODEL_CONFIG_NAME",

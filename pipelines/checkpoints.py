@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+
 from firereg.pipelines.nn.networks import MODEL_TYPES, build_network
 from firereg.transforms.io import atomic_output
 

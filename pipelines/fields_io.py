@@ -42,6 +42,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
 from firereg.transforms.coords import field_xy_to_yx, field_yx_to_xy
 from firereg.transforms.io import atomic_output
 

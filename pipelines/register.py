@@ -59,6 +59,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+
 from firereg.evaluation.report.figures import checkerboard, colour_overlay, save_png
 from firereg.evaluation.results import RegistrationResult
 from firereg.pipelines.checkpoints import load_model

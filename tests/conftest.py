@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from firereg.transforms.fire_generator import GeneratorConfig, make_fire_dataset
 
 #: the settings of the shared dataset (small: a few seconds to make)

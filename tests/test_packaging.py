@@ -21,9 +21,10 @@ import zipfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import firereg
 import pytest
 from monai.bundle import ConfigParser
+
+import firereg
 
 ROOT = Path(firereg.__file__).resolve().parent
 ROOMS = ("transforms", "pipelines", "evaluation")

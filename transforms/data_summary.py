@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
 from firereg.transforms.fire_generator import read_generator_metadata
 from firereg.transforms.fire_reader import CATEGORIES
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+from monai.data import CacheDataset, Dataset, PersistentDataset
+
 from firereg.transforms.pair_transforms import (
     PairTransformConfig,
     manifest_to_dicts,
     pair_transforms,
 )
-from monai.data import CacheDataset, Dataset, PersistentDataset
 
 __all__ = ["CACHE_MODES", "fire_dataset"]
 

@@ -27,14 +27,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
 from firereg.transforms.fire_reader import CATEGORIES
 from firereg.transforms.source_retina import (
     SourceRetina,
     anatomical_change,
     load_source,
 )
-from PIL import Image
-from tqdm.auto import tqdm
 
 __all__ = [
     "GeneratorConfig",

@@ -26,14 +26,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from firereg.transforms.channels import (
-    CHANNEL_INDEX,
-    CHANNELS,
-    LUMINANCE_WEIGHTS,
-    check_channel,
-)
-from firereg.transforms.coords import to_monai_points, xy_to_yx, yx_to_xy
-from firereg.transforms.fov import field_of_view, read_mask
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import (
@@ -52,6 +44,15 @@ from monai.transforms import (
     ScaleIntensityd,
     Transform,
 )
+
+from firereg.transforms.channels import (
+    CHANNEL_INDEX,
+    CHANNELS,
+    LUMINANCE_WEIGHTS,
+    check_channel,
+)
+from firereg.transforms.coords import to_monai_points, xy_to_yx, yx_to_xy
+from firereg.transforms.fov import field_of_view, read_mask
 
 __all__ = [
     "FIXED",

@@ -13,10 +13,11 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from firereg.transforms.fov import estimate_fov_mask
-from firereg.transforms.io import read_rgb
 from scipy import ndimage
 from skimage.filters import sato
+
+from firereg.transforms.fov import estimate_fov_mask
+from firereg.transforms.io import read_rgb
 
 __all__ = ["SourceRetina", "load_source", "anatomical_change"]
 

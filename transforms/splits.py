@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from firereg.transforms.io import atomic_to_csv
 
 __all__ = ["DEFAULT_VAL_FRACTION", "make_split", "split_or_reuse", "stored_split", "write_split", "read_split", "select_split"]

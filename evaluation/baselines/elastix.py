@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+from scipy import ndimage
+
 from firereg.evaluation.results import (
     DisplacementFieldResult,
     MatrixResult,
@@ -35,7 +37,6 @@ from firereg.evaluation.results import (
 )
 from firereg.transforms.channels import select_channel
 from firereg.transforms.fov import field_of_view
-from scipy import ndimage
 
 __all__ = [
     "ElastixMethod",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from firereg.evaluation.results import MatrixResult
 
 __all__ = ["IdentityMethod"]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
 from firereg.evaluation.results import MatrixResult
 from firereg.transforms.channels import select_channel
 from firereg.transforms.fov import field_of_view

@@ -14,10 +14,11 @@ matplotlib.use("Agg")  # files only, no screen
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from PIL import Image  # noqa: E402
+
 from firereg.evaluation.fire_protocol import CATEGORIES, success_curves  # noqa: E402
 from firereg.transforms.channels import select_channel  # noqa: E402
 from firereg.transforms.io import atomic_output  # noqa: E402
-from PIL import Image  # noqa: E402
 
 __all__ = [
     "plot_success_rate",

@@ -26,6 +26,8 @@ matplotlib.use("Agg")  # files only, no screen
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
 from firereg.evaluation.fire_protocol import CATEGORIES  # noqa: E402
 from firereg.evaluation.report.figures import (  # noqa: E402
     checkerboard,
@@ -35,7 +37,6 @@ from firereg.evaluation.report.figures import (  # noqa: E402
 )
 from firereg.evaluation.results import RegistrationMethod, RegistrationResult  # noqa: E402
 from firereg.transforms.io import atomic_to_csv  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
 
 __all__ = [
     "ROLES",

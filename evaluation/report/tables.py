@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from firereg.evaluation.fire_protocol import summarize
 from firereg.transforms.io import atomic_to_csv, atomic_write_text
 

@@ -15,6 +15,7 @@ code 2 (:mod:`firereg.pipelines.cli.errors`).
 from __future__ import annotations
 
 import typer
+
 from firereg.pipelines.cli.benchmark import benchmark
 from firereg.pipelines.cli.data import make_data, split, summary
 from firereg.pipelines.cli.demo import demo_command

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from firereg.pipelines.cli.errors import user_errors
 from firereg.pipelines.cli.options import DataOption, IncludeP37Option, format_table
 
@@ -32,7 +33,11 @@ def make_data(
 ) -> None:
     """Write a FIRE-format dataset (Images/, Ground Truth/, Masks/mask.png) from a real fundus photograph."""
     from firereg.transforms.data_summary import summarize_dataset
-    from firereg.transforms.fire_generator import GeneratorConfig, make_fire_dataset, parse_pairs
+    from firereg.transforms.fire_generator import (
+        GeneratorConfig,
+        make_fire_dataset,
+        parse_pairs,
+    )
     from firereg.transforms.fire_reader import read_fire
 
     config = GeneratorConfig(size=size, pairs=parse_pairs(pairs), seed=seed, source=str(source) if source else None)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from firereg.pipelines.cli.errors import user_errors
 
 __all__ = ["brain_command", "mnist_command"]

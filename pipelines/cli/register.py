@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from firereg.pipelines.cli.errors import user_errors
 
 __all__ = ["register"]
@@ -32,6 +33,7 @@ def register(
     p + u(p) in the moving image (field.npy: (2, H, W), channel 0 = dx; field.nii.gz: vector image).
     """
     import pandas as pd
+
     from firereg.pipelines.register import register_pair
 
     written = register_pair(fixed, moving, model, out, points_path=points, refine_steps=refine_steps,

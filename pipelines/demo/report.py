@@ -16,8 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
+
 from firereg.evaluation.report.tables import format_cell, markdown_table
-from firereg.pipelines.inference.refine import FUNDUS_REFINEMENT, FUNDUS_REFINEMENT_LAMBDA
+from firereg.pipelines.inference.refine import (
+    FUNDUS_REFINEMENT,
+    FUNDUS_REFINEMENT_LAMBDA,
+)
 from firereg.pipelines.method_specs import DEFAULT_TTO_STEPS, parse_method_spec
 from firereg.transforms.fire_generator import read_generator_metadata
 from firereg.transforms.fire_reader import CATEGORIES, KNOWN_BAD_PAIRS

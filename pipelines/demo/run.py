@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from tqdm.auto import tqdm
+
 from firereg.evaluation.baselines import METHODS
 from firereg.pipelines.default_data import resolve_data
 from firereg.pipelines.demo.report import DemoRun, category_counts, write_report
@@ -51,7 +53,6 @@ from firereg.pipelines.training import TrainConfig
 from firereg.transforms.fire_reader import read_fire
 from firereg.transforms.io import atomic_write_text
 from firereg.transforms.splits import read_split, select_split, split_or_reuse
-from tqdm.auto import tqdm
 
 __all__ = [
     "BASELINES",

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from firereg.evaluation.deformation import deformation_quality
 from firereg.evaluation.overlap import dice_per_label, mean_dice
 from firereg.evaluation.report.figures import save_figure
@@ -402,6 +403,7 @@ def _plot(path: Path, example: dict, template: BrainTemplate, config: BrainConfi
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from firereg.evaluation.report.figures import colour_overlay
 
     d = config.dims

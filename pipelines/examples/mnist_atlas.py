@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from firereg.evaluation.deformation import deformation_quality
 from firereg.evaluation.overlap import dice
 from firereg.evaluation.report.figures import save_figure, save_png

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from monai.transforms import Resize, ScaleIntensity
+from monai.utils import convert_to_tensor
+
 from firereg.evaluation.results import (
     DisplacementFieldResult,
     MatrixResult,
@@ -26,8 +29,6 @@ from firereg.pipelines.nn.networks import AffineNet, MatchingAffineNet
 from firereg.transforms.coords import field_xy_to_yx, yx_to_xy
 from firereg.transforms.fov import field_of_view
 from firereg.transforms.pair_transforms import SelectChannel
-from monai.transforms import Resize, ScaleIntensity
-from monai.utils import convert_to_tensor
 
 __all__ = ["prepare_image", "prepare_mask", "DeepMethod"]
 

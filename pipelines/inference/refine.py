@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from monai.networks.blocks import Warp
+from monai.utils import convert_to_tensor
+
 from firereg.pipelines.nn.fields import resample_ddf
 from firereg.pipelines.nn.losses import LossConfig, RegistrationLoss
 from firereg.transforms.brain_data import smooth_field
-from monai.networks.blocks import Warp
-from monai.utils import convert_to_tensor
 
 __all__ = ["RefineConfig", "refine_ddf", "FUNDUS_REFINEMENT", "FUNDUS_REFINEMENT_LAMBDA", "fundus_refinement"]
 

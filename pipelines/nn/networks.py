@@ -16,10 +16,11 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from firereg.pipelines.nn.fields import affine_to_ddf, crop_to, pad_to_multiple
 from monai.networks.blocks import DVF2DDF, Warp
 from monai.networks.nets import BasicUNet
 from torch import nn
+
+from firereg.pipelines.nn.fields import affine_to_ddf, crop_to, pad_to_multiple
 
 __all__ = [
     "VoxelMorphNet",

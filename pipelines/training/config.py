@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
+
 from firereg.evaluation.benchmark import BenchmarkConfig
 from firereg.pipelines.checkpoints import CheckpointError, load_checkpoint
 from firereg.pipelines.nn.losses import SIMILARITIES, SMOOTHNESS, LossConfig

@@ -26,6 +26,10 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from monai.utils import set_determinism
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
 from firereg.pipelines.checkpoints import (
     check_resumable,
     check_resume_position,
@@ -54,9 +58,6 @@ from firereg.transforms.splits import (
     split_or_reuse,
     write_split,
 )
-from monai.utils import set_determinism
-from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 __all__ = ["train"]
 

@@ -36,6 +36,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from scipy.ndimage import map_coordinates
+from skimage.transform import AffineTransform
+from torch.utils.data import Dataset
+
 from firereg.pipelines.nn.losses import fit_affine
 from firereg.transforms.io import atomic_output, atomic_write_text
 from firereg.transforms.pair_transforms import (
@@ -43,9 +47,6 @@ from firereg.transforms.pair_transforms import (
     manifest_to_dicts,
     pair_transforms,
 )
-from scipy.ndimage import map_coordinates
-from skimage.transform import AffineTransform
-from torch.utils.data import Dataset
 
 __all__ = [
     "random_patch_affine",

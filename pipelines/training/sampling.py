@@ -13,9 +13,10 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-from firereg.transforms.pair_transforms import FIXED_POINTS, MOVING_POINTS
 from monai.utils import convert_to_tensor
 from torch.utils.data import Dataset, DistributedSampler
+
+from firereg.transforms.pair_transforms import FIXED_POINTS, MOVING_POINTS
 
 __all__ = ["SeededItems", "EpochOrder", "collate_pairs", "grid_points"]
 

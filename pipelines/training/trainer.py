@@ -24,6 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
 from firereg.pipelines.checkpoints import CheckpointError, checkpoint_state
 from firereg.pipelines.nn.fields import affine_to_ddf
 from firereg.pipelines.nn.losses import (
@@ -42,8 +45,6 @@ from firereg.transforms.pair_transforms import (
     MOVING,
     MOVING_POINTS,
 )
-from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 __all__ = ["AFFINE_POINT_WEIGHT", "Trainer"]
 

@@ -15,13 +15,14 @@ import math
 from collections.abc import Mapping
 
 import pandas as pd
+from torch import nn
+from tqdm.auto import tqdm
+
 from firereg.evaluation.benchmark import PAIRS_COLUMNS, score_pair
 from firereg.evaluation.fire_protocol import summarize
 from firereg.evaluation.results import ResizedMethod
 from firereg.pipelines.inference.deep_method import DeepMethod
 from firereg.pipelines.training.config import DEFAULT_BENCHMARK_SIZE
-from torch import nn
-from tqdm.auto import tqdm
 
 __all__ = ["validate_network", "is_better"]
 

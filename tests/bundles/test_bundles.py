@@ -22,6 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from monai.bundle import ConfigParser, verify_metadata
+from PIL import Image
+
 from firereg.pipelines.bundles import (
     AffinePairNet,
     CascadePairNet,
@@ -40,8 +43,6 @@ from firereg.pipelines.training import (
     resolve_device,
     train,
 )
-from monai.bundle import ConfigParser, verify_metadata
-from PIL import Image
 
 BUNDLES = bundles_dir()
 SCHEMA = BUNDLES / "schema" / "meta_schema_20240725.json"

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from firereg.pipelines.bundles import VoxelMorphPairNet, bundles_dir
 from monai.bundle import ConfigParser
+
+from firereg.pipelines.bundles import VoxelMorphPairNet, bundles_dir
 
 BUNDLE = bundles_dir() / "mnist_voxelmorph"
 SCHEMA = bundles_dir() / "schema" / "meta_schema_20240725.json"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import typer.main
+
 from firereg.pipelines.cli import data as data_commands
 from firereg.pipelines.cli.app import app
 from firereg.transforms.fire_generator import DEFAULT_PAIRS

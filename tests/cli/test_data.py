@@ -5,12 +5,13 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from typer.testing import CliRunner
+
 from firereg.pipelines import default_data
 from firereg.pipelines.cli.app import app
 from firereg.transforms.fire_generator import GeneratorConfig, read_generator_metadata
 from firereg.transforms.fire_reader import read_fire
 from firereg.transforms.splits import make_split, read_split
-from typer.testing import CliRunner
 
 runner = CliRunner()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import typer
+
 from firereg.pipelines.cli.errors import USER_ERRORS, root_cause, user_errors
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
+
 from firereg.evaluation.benchmark import BenchmarkConfig, rescore_points, run_benchmark
 from firereg.evaluation.results import MatrixResult
 from firereg.pipelines.cli.app import app
 from firereg.transforms.fire_reader import read_fire
-from typer.testing import CliRunner
 
 
 class Identity:

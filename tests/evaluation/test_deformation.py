@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 import torch
+
 from firereg.evaluation.deformation import (
     DeformationQuality,
     deformation_quality,

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+
 from firereg.evaluation.fire_protocol import (
     CATEGORIES,
     FIRE_THRESHOLDS,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from firereg.evaluation.overlap import dice, dice_per_label, mean_dice
 
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from firereg.evaluation.results import DisplacementFieldResult, MatrixResult, ResizedMethod, ScaledResult
+
+from firereg.evaluation.results import (
+    DisplacementFieldResult,
+    MatrixResult,
+    ResizedMethod,
+    ScaledResult,
+)
 
 
 def _linear_field(h: int = 30, w: int = 40) -> np.ndarray:

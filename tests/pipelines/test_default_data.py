@@ -6,6 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+
 from firereg.pipelines import default_data
 from firereg.pipelines.default_data import default_data_dir, resolve_data
 from firereg.transforms import fire_generator as generator

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
+
 from firereg.evaluation.baselines import IdentityMethod
 from firereg.pipelines.checkpoints import CheckpointError
 from firereg.pipelines.cli.app import app
@@ -23,7 +25,6 @@ from firereg.pipelines.method_specs import (
     parse_method_spec,
 )
 from firereg.pipelines.training import TrainConfig, train
-from typer.testing import CliRunner
 
 runner = CliRunner()
 

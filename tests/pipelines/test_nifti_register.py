@@ -6,6 +6,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from typer.testing import CliRunner
+
 from firereg.pipelines.cli.app import app
 from firereg.pipelines.fields_io import (
     WORLD_FIELD_DESCRIPTION,
@@ -16,8 +19,6 @@ from firereg.pipelines.fields_io import (
 )
 from firereg.pipelines.nn.networks import VoxelMorphNet
 from firereg.pipelines.register import register_pair
-from PIL import Image
-from typer.testing import CliRunner
 
 runner = CliRunner()
 FEATURES = (4, 4, 4, 4, 4, 4)

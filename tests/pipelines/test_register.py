@@ -10,6 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
+from skimage.data import retina
+from typer.testing import CliRunner
+
 from firereg.evaluation.results import DisplacementFieldResult
 from firereg.pipelines.checkpoints import CheckpointError
 from firereg.pipelines.cli.app import app
@@ -24,9 +28,6 @@ from firereg.pipelines.inference.refine import fundus_refinement
 from firereg.pipelines.nn.networks import build_network
 from firereg.pipelines.register import register_pair
 from firereg.transforms.io import read_rgb
-from PIL import Image
-from skimage.data import retina
-from typer.testing import CliRunner
 
 runner = CliRunner()
 

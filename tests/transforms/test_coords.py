@@ -9,6 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from monai.transforms import ApplyTransformToPoints, LoadImage, Resize
+from PIL import Image
+
 from firereg.transforms.coords import (
     FIELD_DIRECTION,
     field_xy_to_yx,
@@ -20,8 +23,6 @@ from firereg.transforms.coords import (
     xy_to_yx,
     yx_to_xy,
 )
-from monai.transforms import ApplyTransformToPoints, LoadImage, Resize
-from PIL import Image
 
 RNG = np.random.default_rng(0)
 W, H = 20, 10  # W != H so a swapped layout cannot pass

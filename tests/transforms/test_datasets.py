@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from monai.data import CacheDataset, Dataset, PersistentDataset
+
 from firereg.transforms.coords import scale_points
 from firereg.transforms.datasets import CACHE_MODES, fire_dataset
 from firereg.transforms.fire_reader import read_fire
 from firereg.transforms.pair_transforms import PairTransformConfig
-from monai.data import CacheDataset, Dataset, PersistentDataset
 
 KEYS_TENSOR = ("fixed", "moving", "fixed_mask", "moving_mask", "fixed_points", "moving_points")
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from firereg.transforms.fire_reader import (
     CATEGORIES,
     KNOWN_BAD_PAIRS,
@@ -15,7 +17,6 @@ from firereg.transforms.fire_reader import (
     read_control_points,
     read_fire,
 )
-from PIL import Image
 
 COLUMNS = ["name", "category", "fixed", "moving", "fixed_points", "moving_points", "mask", "width", "height"]
 

@@ -6,8 +6,9 @@ import re
 
 import numpy as np
 import pytest
-from firereg.transforms.fov import estimate_fov_mask, field_of_view
 from scipy import ndimage
+
+from firereg.transforms.fov import estimate_fov_mask, field_of_view
 
 H, W = 60, 80  # H != W: a transposed mask cannot pass
 

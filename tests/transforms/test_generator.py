@@ -7,9 +7,11 @@ import re
 from pathlib import Path
 
 import cv2
-import firereg.transforms.fire_generator as gen
 import numpy as np
 import pytest
+from PIL import Image
+
+import firereg.transforms.fire_generator as gen
 from firereg.transforms.fire_generator import (
     FOV_RADIUS_FRACTION,
     GeneratorConfig,
@@ -22,7 +24,6 @@ from firereg.transforms.fire_generator import (
     read_generator_metadata,
 )
 from firereg.transforms.fire_reader import read_fire
-from PIL import Image
 
 TINY = dict(size=128, pairs={"S": 1, "P": 1}, n_points=5)
 

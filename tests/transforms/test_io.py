@@ -8,6 +8,8 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
+
 from firereg.transforms.io import (
     PHOTO_EXTENSIONS,
     atomic_output,
@@ -16,7 +18,6 @@ from firereg.transforms.io import (
     is_atomic_temporary,
     read_rgb,
 )
-from PIL import Image
 
 # --- atomic_output ----------------------------------------------------------------------
 

@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from monai.data import MetaTensor
+from PIL import Image
+
 from firereg.transforms.coords import scale_points, yx_to_xy
 from firereg.transforms.fire_generator import fov_disk
 from firereg.transforms.fire_reader import read_fire
@@ -21,8 +24,6 @@ from firereg.transforms.pair_transforms import (
     manifest_to_dicts,
     pair_transforms,
 )
-from monai.data import MetaTensor
-from PIL import Image
 
 # --- a pair of black images with one bright Gaussian dot at each control point ---------
 

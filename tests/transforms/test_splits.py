@@ -7,6 +7,7 @@ import re
 
 import pandas as pd
 import pytest
+
 from firereg.transforms.splits import (
     DEFAULT_VAL_FRACTION,
     make_split,

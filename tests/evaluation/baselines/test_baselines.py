@@ -12,6 +12,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from scipy import ndimage
+
 from firereg.evaluation.baselines import (
     METHODS,
     ElastixMethod,
@@ -26,7 +28,6 @@ from firereg.evaluation.results import (
     ResizedMethod,
 )
 from firereg.transforms.fov import estimate_fov_mask
-from scipy import ndimage
 
 # itk's SWIG modules emit one DeprecationWarning per type while they lazy-load
 pytestmark = pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning")

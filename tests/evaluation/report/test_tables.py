@@ -6,7 +6,13 @@ import math
 
 import numpy as np
 import pandas as pd
-from firereg.evaluation.report.tables import format_cell, markdown_table, summary_markdown, write_summary
+
+from firereg.evaluation.report.tables import (
+    format_cell,
+    markdown_table,
+    summary_markdown,
+    write_summary,
+)
 
 
 def _toy() -> pd.DataFrame:

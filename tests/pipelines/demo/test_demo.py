@@ -17,6 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
 from firereg.evaluation.report.gallery import (
     PICK_COLUMNS,
     deformation_grid,
@@ -36,12 +39,10 @@ from firereg.pipelines.demo.run import (
     run_demo,
     train_model,
 )
-from firereg.transforms.splits import make_split, split_or_reuse, write_split
 from firereg.pipelines.training import TrainConfig
 from firereg.transforms.fire_generator import GeneratorConfig, make_fire_dataset
 from firereg.transforms.fire_reader import read_fire
-from PIL import Image
-from typer.testing import CliRunner
+from firereg.transforms.splits import make_split, split_or_reuse, write_split
 
 runner = CliRunner()
 

@@ -8,6 +8,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
+
 from firereg.evaluation.deformation import deformation_quality
 from firereg.pipelines.checkpoints import load_model
 from firereg.pipelines.cli.app import app
@@ -25,7 +27,6 @@ from firereg.transforms.brain_data import (
     tissue_labels,
     warp,
 )
-from typer.testing import CliRunner
 
 runner = CliRunner()
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
+
 from firereg.pipelines.checkpoints import load_model
 from firereg.pipelines.cli.app import app
 from firereg.transforms.mnist_data import (
@@ -23,7 +25,6 @@ from firereg.transforms.mnist_data import (
     read_mnist_images,
     read_mnist_labels,
 )
-from typer.testing import CliRunner
 
 runner = CliRunner()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
+
 from firereg.pipelines.inference.refine import (
     FUNDUS_REFINEMENT,
     RefineConfig,
@@ -13,7 +15,6 @@ from firereg.pipelines.inference.refine import (
 )
 from firereg.pipelines.nn.losses import LossConfig
 from firereg.transforms.brain_data import smooth_field
-from scipy import ndimage
 
 
 def _shifted_pair(size: int, shift: tuple[float, ...], seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from monai.losses import GlobalMutualInformationLoss
+
 from firereg.pipelines.nn.losses import (
     LossConfig,
     RegistrationLoss,
     masked_lncc,
     masked_mutual_information,
 )
-from monai.losses import GlobalMutualInformationLoss
 
 
 def _images(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
+
 from firereg.pipelines.nn.fields import affine_to_ddf
 from firereg.pipelines.nn.losses import match_cross_entropy
 from firereg.pipelines.nn.networks import (
@@ -16,7 +18,6 @@ from firereg.pipelines.nn.networks import (
     VoxelMorphNet,
     build_network,
 )
-from scipy import ndimage
 
 
 def _affine(theta_deg: float, scale: float, shift: tuple[float, float], size: int) -> torch.Tensor:

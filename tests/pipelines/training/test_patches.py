@@ -9,6 +9,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from monai.networks.blocks import Warp
+from PIL import Image
+from scipy.ndimage import binary_erosion
+from skimage.data import retina
+from typer.testing import CliRunner
+
 from firereg.pipelines.cli.app import app
 from firereg.pipelines.nn.fields import affine_to_ddf
 from firereg.pipelines.training.patches import (
@@ -19,11 +25,6 @@ from firereg.pipelines.training.patches import (
 )
 from firereg.transforms.fire_reader import read_fire
 from firereg.transforms.splits import make_split, write_split
-from monai.networks.blocks import Warp
-from PIL import Image
-from scipy.ndimage import binary_erosion
-from skimage.data import retina
-from typer.testing import CliRunner
 
 runner = CliRunner()
 WARP = Warp(mode="bilinear", padding_mode="zeros")

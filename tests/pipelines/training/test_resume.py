@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
+
 from firereg.pipelines.checkpoints import (
     CheckpointError,
     check_resumable,

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from firereg.pipelines.training import EpochOrder, SeededItems, collate_pairs
 from monai.data import MetaTensor
 from torch.utils.data import DistributedSampler
+
+from firereg.pipelines.training import EpochOrder, SeededItems, collate_pairs
 
 
 def test_epoch_order_is_reproducible_and_skips_done_batches():

@@ -15,6 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from scipy import ndimage
+from typer.testing import CliRunner
+
 from firereg.evaluation.landmarks import measure_pair
 from firereg.pipelines.checkpoints import CheckpointError, load_checkpoint
 from firereg.pipelines.cli.app import app
@@ -33,9 +37,6 @@ from firereg.pipelines.training import (
 from firereg.pipelines.training.patches import make_patches
 from firereg.transforms.datasets import fire_dataset
 from firereg.transforms.fire_reader import read_fire
-from PIL import Image
-from scipy import ndimage
-from typer.testing import CliRunner
 
 runner = CliRunner()
 

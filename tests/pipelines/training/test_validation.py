@@ -14,12 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from typer.testing import CliRunner
+
 from firereg.pipelines.checkpoints import load_model
 from firereg.pipelines.cli.app import app
 from firereg.pipelines.training import TrainConfig, train, validate_network
 from firereg.transforms.fire_reader import read_fire
 from firereg.transforms.splits import read_split, select_split
-from typer.testing import CliRunner
 
 BENCHMARK_SIZE = 192
 
