@@ -13,7 +13,7 @@ from firereg.pipelines.cli.options import DataOption, IncludeP37Option, format_t
 __all__ = ["DEFAULT_PAIRS_TEXT", "DEFAULT_VAL_FRACTION", "make_data", "summary", "split"]
 
 #: the defaults of ``make-data --pairs`` and ``split --val-fraction``, written out here so that
-#: ``firereg --help`` need not import numpy, cv2 and scikit-image for them; tests/cli/test_cli.py
+#: ``firereg --help`` need not import numpy, cv2 and scikit-image for them; tests/cli/test_app.py
 #: pins them to :data:`firereg.transforms.fire_generator.DEFAULT_PAIRS` and
 #: :data:`firereg.transforms.splits.DEFAULT_VAL_FRACTION`
 DEFAULT_PAIRS_TEXT = "S:12,P:8,A:4"

@@ -1,15 +1,13 @@
-"""The benchmark runner: outputs, failed methods, resume after a kill, re-scoring, CLI errors."""
+"""The benchmark runner: outputs, failed methods, resume after a kill, re-scoring (``firereg benchmark``: tests/cli/test_benchmark.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 from firereg.evaluation.benchmark import BenchmarkConfig, rescore_points, run_benchmark
 from firereg.evaluation.results import MatrixResult
-from firereg.pipelines.cli.app import app
 from firereg.transforms.fire_reader import read_fire
 
 
@@ -148,33 +146,3 @@ def test_unknown_method_fails_before_any_work(manifest, tmp_path):
     with pytest.raises(ValueError, match="unknown method 'nope'"):
         run_benchmark(manifest, BenchmarkConfig(methods=["identity", "nope"]), tmp_path / "b", factory=factory)
     assert not (tmp_path / "b").exists()
-
-
-def test_cli_benchmark_identity_and_sift(fire_data, tmp_path):
-    out = tmp_path / "bench"
-    result = CliRunner().invoke(
-        app, ["benchmark", "--data", str(fire_data), "--methods", "identity,sift", "--out", str(out), "--size", "256"]
-    )
-    assert result.exit_code == 0, result.output
-    summary = pd.read_csv(out / "summary.csv").set_index("method")
-    assert summary.loc["sift", "mAUC"] > summary.loc["identity", "mAUC"] + 0.3
-    assert "mAUC" in result.output
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--methods", "identity,warp-drive"], "warp-drive"),
-        (["--subset", "validation"], "--split"),
-        (["--data", "/nonexistent/fire"], "/nonexistent/fire"),
-        (["--workers", "0"], "--workers"),
-    ],
-)
-def test_cli_benchmark_bad_input(fire_data, tmp_path, args, message):
-    base = ["benchmark", "--out", str(tmp_path / "b")]
-    if "--data" not in args:
-        base += ["--data", str(fire_data)]
-    result = CliRunner().invoke(app, base + args)
-    assert result.exit_code == 2
-    assert message in result.output
-    assert "Traceback" not in result.output

@@ -1,7 +1,8 @@
-"""Tests of method specs (firereg.pipelines.method_specs) and trained models in ``firereg benchmark``.
+"""Tests of method specs (firereg.pipelines.method_specs): parsing, and the methods they build.
 
-The trained model is a tiny cascade (32 px working size, one epoch of 3 steps) on the
-shared 5-pair generated dataset; the benchmark runs at 64 px.
+The trained model is the ``cascade_run`` fixture (tests/conftest.py): a tiny cascade (64 px
+network size, one epoch of 3 steps) on the shared 5-pair generated dataset. Trained models in
+``firereg benchmark``: tests/cli/test_benchmark.py.
 """
 
 from __future__ import annotations
@@ -9,13 +10,10 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
-import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 from firereg.evaluation.baselines import IdentityMethod
 from firereg.pipelines.checkpoints import CheckpointError
-from firereg.pipelines.cli.app import app
 from firereg.pipelines.inference.deep_method import DeepMethod
 from firereg.pipelines.method_specs import (
     DEFAULT_TTO_STEPS,
@@ -24,21 +22,8 @@ from firereg.pipelines.method_specs import (
     parse_method_list,
     parse_method_spec,
 )
-from firereg.pipelines.training import TrainConfig, train
-
-runner = CliRunner()
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def cascade_run(fire_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run folder holding a tiny trained cascade (best.pt, last.pt)."""
-    out = tmp_path_factory.mktemp("cascade") / "run"
-    config = TrainConfig(model="cascade", size=64, kernel_size=5, epochs=1, augment=False)
-    train(config, fire_data, out, progress=False, num_threads=1)
-    return out
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -123,40 +108,3 @@ def test_deep_specs_build_labelled_models(cascade_run):
 def test_wrong_model_type_is_refused(cascade_run):
     with pytest.raises(CheckpointError, match="holds a 'cascade' model, expected 'voxelmorph'"):
         make_any_method(f"voxelmorph:{cascade_run}")
-
-
-def test_cli_benchmark_trained_cascade_with_and_without_refinement(fire_data, cascade_run, tmp_path):
-    out = tmp_path / "bench"
-    methods = f"identity,cascade:{cascade_run},cascade+tto5:{cascade_run}"
-    result = runner.invoke(app, ["benchmark", "--data", str(fire_data), "--methods", methods, "--out", str(out),
-                                 "--size", "64"])
-    assert result.exit_code == 0, result.output
-    summary = pd.read_csv(out / "summary.csv")
-    assert list(summary["method"]) == ["identity", "cascade", "cascade+tto5"]
-    assert (summary["n_pairs"] == 5).all() and (summary["failed"] == 0).all()
-    pairs = pd.read_csv(out / "pairs.csv")
-    assert set(pairs.loc[pairs["method"] != "identity", "direction"]) == {"moving"}  # fields map fixed -> moving
-    assert (out / "records" / "cascade").is_dir() and (out / "overlays" / "cascade_tto5").is_dir()
-    assert "cascade+tto5" in result.output
-
-
-@pytest.mark.parametrize(
-    "methods, needles",
-    [
-        ("identity,cascade+tto", ["unknown method 'cascade+tto'", "TYPE:PATH"]),
-        ("identity,unet:{run}", ["unknown model type 'unet'"]),
-        ("cascade:{run},cascade:{run}", ["both be labelled 'cascade'"]),
-        ("voxelmorph:{run}", ["'cascade'", "expected 'voxelmorph'", "best.pt"]),
-        ("cascade:{run}/nothing.pt", ["nothing.pt"]),
-    ],
-)
-def test_cli_benchmark_bad_method_specs(fire_data, cascade_run, tmp_path, methods, needles):
-    out = tmp_path / "bench"
-    result = runner.invoke(app, ["benchmark", "--data", str(fire_data), "--methods", methods.format(run=cascade_run),
-                                 "--out", str(out), "--size", "64"])
-    assert result.exit_code == 2, result.output
-    assert result.stderr.startswith("error: ")
-    for needle in needles:
-        assert needle in result.stderr
-    assert "Traceback" not in result.output
-    assert not (out / "pairs.csv").exists()

@@ -1,15 +1,16 @@
-"""``firereg register`` on NIfTI images: affines, units and direction of the field, clear errors."""
+"""firereg.pipelines.register and fields_io on NIfTI images: affines, units and direction of the field, clear errors.
+
+The volumes and checkpoints come from tests/conftest.py (``pair3d``, ``oblique_affine``, ``nifti_volume``,
+``write_nifti``, ``shift_checkpoint``); the command line: tests/cli/test_register.py.
+"""
 
 from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 from PIL import Image
-from typer.testing import CliRunner
 
-from firereg.pipelines.cli.app import app
 from firereg.pipelines.fields_io import (
     WORLD_FIELD_DESCRIPTION,
     ddf_to_world,
@@ -17,43 +18,7 @@ from firereg.pipelines.fields_io import (
     save_nifti_image,
     save_world_field,
 )
-from firereg.pipelines.nn.networks import VoxelMorphNet
 from firereg.pipelines.register import register_pair
-
-runner = CliRunner()
-FEATURES = (4, 4, 4, 4, 4, 4)
-
-
-def _oblique_affine(dims: int = 3) -> np.ndarray:
-    """A non-trivial affine: anisotropic voxels, a flipped axis, a rotation and an offset."""
-    theta = np.deg2rad(20.0)
-    rot = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]])
-    a = np.eye(4)
-    a[:3, :3] = rot @ np.diag([1.5, -2.0, 3.0])
-    a[:3, 3] = [-40.0, 25.5, 10.0]
-    return a
-
-
-def _volume(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
-    """A smooth random image with structure everywhere (float32)."""
-    rng = np.random.default_rng(seed)
-    grids = np.meshgrid(*[np.linspace(0, 1, n) for n in shape], indexing="ij")
-    img = sum(np.sin((3 + k) * np.pi * g + rng.uniform(0, 6)) for k, g in enumerate(grids))
-    return (img - img.min()).astype(np.float32) * 100.0
-
-
-def _constant_shift_checkpoint(path, dims: int, shift_voxels: tuple[float, ...], shape=None) -> None:
-    """A VoxelMorph checkpoint whose DDF is the constant ``shift_voxels`` (working voxels)."""
-    torch.manual_seed(0)
-    net = VoxelMorphNet(spatial_dims=dims, features=FEATURES)
-    with torch.no_grad():
-        net.flow.weight.zero_()
-        net.flow.bias.copy_(torch.tensor(shift_voxels))
-    ckpt = {"model_type": "voxelmorph", "net_kwargs": {"spatial_dims": dims, "features": list(FEATURES)},
-            "state_dict": net.state_dict(), "size": 32, "channel": "luminance", "epoch": 0}
-    if shape is not None:
-        ckpt["shape"] = list(shape)
-    torch.save(ckpt, path)
 
 
 def _world_field(path) -> tuple[np.ndarray, np.ndarray]:
@@ -62,24 +27,8 @@ def _world_field(path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(image.dataobj, dtype=np.float32)[:, :, :, 0, :], image.affine
 
 
-def _write(path, data, affine):
-    nib.save(nib.Nifti1Image(np.asarray(data, np.float32), affine), path)
-    return path
-
-
-@pytest.fixture
-def pair3d(tmp_path):
-    shape = (20, 18, 16)
-    affine = _oblique_affine()
-    fixed = _write(tmp_path / "fixed.nii.gz", _volume(shape, 0), affine)
-    moving = _write(tmp_path / "moving.nii", _volume(shape, 1), affine)
-    ckpt = tmp_path / "shift.pt"
-    _constant_shift_checkpoint(ckpt, 3, (1.0, 0.0, -2.0), shape=shape)  # working shape = image shape
-    return {"fixed": fixed, "moving": moving, "ckpt": ckpt, "shape": shape, "affine": affine, "root": tmp_path}
-
-
-def test_world_field_conversion_and_round_trip(tmp_path):
-    affine = _oblique_affine()
+def test_world_field_conversion_and_round_trip(tmp_path, oblique_affine):
+    affine = oblique_affine
     ddf = np.random.default_rng(0).normal(size=(3, 5, 6, 7)).astype(np.float32)
     world = ddf_to_world(ddf, affine)
     assert world.shape == (5, 6, 7, 3)
@@ -98,12 +47,12 @@ def test_world_field_conversion_and_round_trip(tmp_path):
         ddf_to_world(ddf[:2], affine)
 
 
-def test_read_nifti_shapes_and_errors(tmp_path):
-    affine = _oblique_affine()
-    assert read_nifti(_write(tmp_path / "a.nii.gz", np.zeros((6, 7, 5, 1)), affine)).data.shape == (6, 7, 5)
-    two = read_nifti(_write(tmp_path / "b.nii.gz", np.zeros((6, 7, 1)), affine))
+def test_read_nifti_shapes_and_errors(tmp_path, oblique_affine, write_nifti):
+    affine = oblique_affine
+    assert read_nifti(write_nifti(tmp_path / "a.nii.gz", np.zeros((6, 7, 5, 1)), affine)).data.shape == (6, 7, 5)
+    two = read_nifti(write_nifti(tmp_path / "b.nii.gz", np.zeros((6, 7, 1)), affine))
     assert two.dims == 2 and two.disk_shape == (6, 7, 1)
-    four = _write(tmp_path / "four.nii.gz", np.zeros((6, 7, 5, 2)), affine)
+    four = write_nifti(tmp_path / "four.nii.gz", np.zeros((6, 7, 5, 2)), affine)
     with pytest.raises(ValueError, match=rf"{four} has shape \(6, 7, 5, 2\): a 4D image with 2 volumes"):
         read_nifti(four, dims=3)
     with pytest.raises(ValueError, match=rf"{tmp_path / 'b.nii.gz'} is 2D \(shape \(6, 7, 1\)\) but a 3D image"):
@@ -112,7 +61,7 @@ def test_read_nifti_shapes_and_errors(tmp_path):
         read_nifti(tmp_path / "nothing.nii")
 
 
-def test_register_3d_nifti_keeps_affine_and_gives_mm_field(pair3d):
+def test_register_3d_nifti_keeps_affine_and_gives_mm_field(pair3d, nifti_volume):
     out = pair3d["root"] / "out"
     written = register_pair(pair3d["fixed"], pair3d["moving"], pair3d["ckpt"], out)
     assert {p.name for p in written.values()} == {"warped.nii.gz", "field.nii.gz", "ddf_voxels.npy", "overlay.png"}
@@ -128,7 +77,7 @@ def test_register_3d_nifti_keeps_affine_and_gives_mm_field(pair3d):
     ddf = np.load(out / "ddf_voxels.npy")
     assert ddf.shape == (3, *shape)
     np.testing.assert_allclose(ddf, np.array([1.0, 0.0, -2.0]).reshape(3, 1, 1, 1) * np.ones(shape), atol=1e-5)
-    moving = _volume(shape, 1)
+    moving = nifti_volume(shape, 1)
     np.testing.assert_allclose(np.asarray(warped.dataobj)[:-1, :, 2:], moving[1:, :, :-2], rtol=1e-5, atol=1e-3)
     # in mm along the fixed image's world axes: u = A[:3, :3] @ (1, 0, -2)
     field, _ = _world_field(out / "field.nii.gz")
@@ -136,24 +85,24 @@ def test_register_3d_nifti_keeps_affine_and_gives_mm_field(pair3d):
     np.testing.assert_allclose(field, np.broadcast_to(expected_mm, field.shape), atol=1e-4)
 
 
-def test_register_resamples_to_the_working_shape(tmp_path):
+def test_register_resamples_to_the_working_shape(tmp_path, oblique_affine, write_nifti, nifti_volume, shift_checkpoint):
     """A checkpoint working at half the size: 1 working voxel = 2 full voxels."""
     shape = (48, 40, 32)
-    affine = _oblique_affine()
-    fixed = _write(tmp_path / "f.nii.gz", _volume(shape, 0), affine)
-    moving = _write(tmp_path / "m.nii.gz", _volume(shape, 1), affine)
-    _constant_shift_checkpoint(tmp_path / "half.pt", 3, (1.0, -0.5, 0.0), shape=(24, 20, 16))
+    affine = oblique_affine
+    fixed = write_nifti(tmp_path / "f.nii.gz", nifti_volume(shape, 0), affine)
+    moving = write_nifti(tmp_path / "m.nii.gz", nifti_volume(shape, 1), affine)
+    shift_checkpoint(tmp_path / "half.pt", 3, (1.0, -0.5, 0.0), shape=(24, 20, 16))
     register_pair(fixed, moving, tmp_path / "half.pt", tmp_path / "out")
     ddf = np.load(tmp_path / "out" / "ddf_voxels.npy")
     np.testing.assert_allclose(ddf[:, 0, 0, 0], [2.0, -1.0, 0.0], atol=1e-5)
     np.testing.assert_allclose(ddf, ddf[:, :1, :1, :1] * np.ones(shape), atol=1e-5)
 
 
-def test_register_2d_nifti_slice(tmp_path):
-    affine = _oblique_affine()
-    fixed = _write(tmp_path / "f.nii.gz", _volume((30, 26), 0)[:, :, None], affine)  # (X, Y, 1)
-    moving = _write(tmp_path / "m.nii.gz", _volume((30, 26), 1)[:, :, None], affine)
-    _constant_shift_checkpoint(tmp_path / "two.pt", 2, (0.0, 1.5))
+def test_register_2d_nifti_slice(tmp_path, oblique_affine, write_nifti, nifti_volume, shift_checkpoint):
+    affine = oblique_affine
+    fixed = write_nifti(tmp_path / "f.nii.gz", nifti_volume((30, 26), 0)[:, :, None], affine)  # (X, Y, 1)
+    moving = write_nifti(tmp_path / "m.nii.gz", nifti_volume((30, 26), 1)[:, :, None], affine)
+    shift_checkpoint(tmp_path / "two.pt", 2, (0.0, 1.5))
     written = register_pair(fixed, moving, tmp_path / "two.pt", tmp_path / "out", refine_steps=1)
     warped = nib.load(written["warped"])
     assert warped.shape == (30, 26, 1)
@@ -164,18 +113,18 @@ def test_register_2d_nifti_slice(tmp_path):
     assert np.load(written["ddf_voxels"]).shape == (2, 30, 26)
 
 
-def test_nifti_errors_are_clear(pair3d, tmp_path):
+def test_nifti_errors_are_clear(pair3d, tmp_path, write_nifti, nifti_volume):
     root, ckpt = pair3d["root"], pair3d["ckpt"]
-    four = _write(tmp_path / "four.nii.gz", np.zeros((*pair3d["shape"], 3)), pair3d["affine"])
+    four = write_nifti(tmp_path / "four.nii.gz", np.zeros((*pair3d["shape"], 3)), pair3d["affine"])
     with pytest.raises(ValueError, match=rf"{four} has shape \(20, 18, 16, 3\)"):
         register_pair(pair3d["fixed"], four, ckpt, tmp_path / "o")
-    flat = _write(tmp_path / "flat.nii.gz", np.zeros((20, 18)), pair3d["affine"])
+    flat = write_nifti(tmp_path / "flat.nii.gz", np.zeros((20, 18)), pair3d["affine"])
     with pytest.raises(ValueError, match=rf"{flat} is 2D .* but a 3D image is expected"):
         register_pair(flat, flat, ckpt, tmp_path / "o")
-    other = _write(tmp_path / "other.nii.gz", np.zeros((20, 18, 15)), pair3d["affine"])
+    other = write_nifti(tmp_path / "other.nii.gz", np.zeros((20, 18, 15)), pair3d["affine"])
     with pytest.raises(ValueError, match=r"\(20, 18, 16\).*\(20, 18, 15\)"):
         register_pair(pair3d["fixed"], other, ckpt, tmp_path / "o")
-    moved = _write(tmp_path / "moved.nii.gz", _volume(pair3d["shape"]), np.diag([1.0, 1.0, 1.0, 1.0]))
+    moved = write_nifti(tmp_path / "moved.nii.gz", nifti_volume(pair3d["shape"]), np.diag([1.0, 1.0, 1.0, 1.0]))
     with pytest.raises(ValueError, match="different affines.*resample"):
         register_pair(pair3d["fixed"], moved, ckpt, tmp_path / "o")
     png = tmp_path / "photo.png"
@@ -191,21 +140,8 @@ def test_nifti_errors_are_clear(pair3d, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_cli_register_nifti(pair3d, tmp_path):
-    out = tmp_path / "cli"
-    result = runner.invoke(app, ["register", str(pair3d["fixed"]), str(pair3d["moving"]), "--model", str(pair3d["ckpt"]),
-                                 "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    assert str(out / "warped.nii.gz") in result.stdout and str(out / "field.nii.gz") in result.stdout
-    four = _write(tmp_path / "four.nii.gz", np.zeros((*pair3d["shape"], 2)), pair3d["affine"])
-    result = runner.invoke(app, ["register", str(pair3d["fixed"]), str(four), "--model", str(pair3d["ckpt"]),
-                                 "--out", str(out)])
-    assert result.exit_code == 2
-    assert result.stderr.startswith("error: ") and str(four) in result.stderr and "(20, 18, 16, 2)" in result.stderr
-
-
-def test_save_nifti_image_keeps_geometry_codes(tmp_path):
-    affine = _oblique_affine()
+def test_save_nifti_image_keeps_geometry_codes(tmp_path, oblique_affine):
+    affine = oblique_affine
     src = nib.Nifti1Image(np.zeros((4, 5, 6), np.float32), affine)
     src.set_sform(affine, code="scanner")
     src.set_qform(affine, code="scanner")

@@ -1,22 +1,18 @@
-"""Tests for firereg.pipelines.fields_io, firereg.pipelines.register and ``firereg register``."""
+"""Tests for firereg.pipelines.fields_io and firereg.pipelines.register (``firereg register``: tests/cli/test_register.py).
+
+The photographs, their affine checkpoint and control points are the ``photo_pair`` fixture (tests/conftest.py).
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import cv2
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
-from skimage.data import retina
-from typer.testing import CliRunner
 
 from firereg.evaluation.results import DisplacementFieldResult
 from firereg.pipelines.checkpoints import CheckpointError
-from firereg.pipelines.cli.app import app
 from firereg.pipelines.fields_io import (
     FIELD_DESCRIPTION,
     FieldFormatError,
@@ -25,25 +21,8 @@ from firereg.pipelines.fields_io import (
 )
 from firereg.pipelines.inference.deep_method import DeepMethod
 from firereg.pipelines.inference.refine import fundus_refinement
-from firereg.pipelines.nn.networks import build_network
 from firereg.pipelines.register import register_pair
 from firereg.transforms.io import read_rgb
-
-runner = CliRunner()
-
-SHIFT = (20.0, -10.0)  # fixed (x, y) -> moving (x + 20, y - 10), full-resolution px
-SIZE = 200  # test image side, px
-WORK = 128  # working size of the affine checkpoint (AffineNet needs >= 128: six halvings + InstanceNorm)
-
-
-def _retina(size: int) -> np.ndarray:
-    return cv2.resize(retina(), (size, size), interpolation=cv2.INTER_AREA)
-
-
-def _shifted(image: np.ndarray, shift: tuple[float, float]) -> np.ndarray:
-    """The moving image of a pure shift: moving(p + shift) = image(p)."""
-    m = np.float32([[1, 0, shift[0]], [0, 1, shift[1]]])
-    return cv2.warpAffine(image, m, image.shape[1::-1], flags=cv2.INTER_LINEAR, borderValue=0)
 
 
 def _field_of(result) -> np.ndarray:
@@ -51,39 +30,6 @@ def _field_of(result) -> np.ndarray:
     map_x, map_y = result.sampling_grid()
     ys, xs = np.mgrid[0 : map_x.shape[0], 0 : map_x.shape[1]]
     return np.stack([map_x - xs, map_y - ys]).astype(np.float32)
-
-
-def _checkpoint(path: Path, model_type: str = "affine", size: int = WORK, shift_px: tuple[float, float] = (0.0, 0.0)) -> Path:
-    """A firereg checkpoint; an affine one predicts ``shift_px`` (working-size px) for any input."""
-    torch.manual_seed(0)
-    # the regression estimator's translation head makes a network of known output
-    net_kwargs = {"estimator": "regression"} if model_type == "affine" else {}
-    net = build_network(model_type, **net_kwargs)
-    if model_type == "affine":
-        with torch.no_grad():  # zero weights: the translation head outputs its bias (share of the size)
-            net.translation.bias.copy_(torch.tensor(shift_px) / size)
-    torch.save(
-        {"model_type": model_type, "net_kwargs": net_kwargs, "state_dict": net.state_dict(), "size": size, "channel": "green", "epoch": 0},
-        path,
-    )
-    return path
-
-
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory) -> dict:
-    """Fixed/moving PNGs related by SHIFT, a matching affine checkpoint and FIRE control points."""
-    root = tmp_path_factory.mktemp("register")
-    fixed = _retina(SIZE)
-    moving = _shifted(fixed, SHIFT)
-    Image.fromarray(fixed).save(root / "fixed.png")
-    Image.fromarray(moving).save(root / "moving.png")
-    work_shift = tuple(s * WORK / SIZE for s in SHIFT)  # (12.8, -6.4) working px
-    ckpt = _checkpoint(root / "affine.pt", "affine", WORK, work_shift)
-    pts = np.array([[50.0, 60.0], [100.5, 120.25], [150.0, 40.0], [33.0, 170.0]])
-    lines = [f"{x} {y} {x + SHIFT[0]} {y + SHIFT[1]}" for x, y in pts]
-    (root / "control_points.txt").write_text("\n".join(lines) + "\n")
-    (root / "fixed_points.txt").write_text("\n".join(f"{x} {y}" for x, y in pts) + "\n")
-    return {"root": root, "fixed": fixed, "moving": moving, "ckpt": ckpt, "points": pts}
 
 
 # ---------------------------------------------------------------- fields_io
@@ -140,7 +86,8 @@ def test_field_io_errors_name_the_file(tmp_path):
 # ---------------------------------------------------------------- register_pair
 
 
-def test_register_pair_writes_valid_outputs(pair, tmp_path):
+def test_register_pair_writes_valid_outputs(photo_pair, tmp_path):
+    pair, shift, size = photo_pair, photo_pair["shift"], photo_pair["size"]
     out = tmp_path / "out"
     written = register_pair(pair["root"] / "fixed.png", pair["root"] / "moving.png", pair["ckpt"], out,
                             points_path=pair["root"] / "control_points.txt")
@@ -151,7 +98,7 @@ def test_register_pair_writes_valid_outputs(pair, tmp_path):
         with Image.open(out / name) as im:
             im.verify()
     with Image.open(out / "warped.png") as im:
-        assert im.mode == "RGB" and im.size == (SIZE, SIZE)  # full resolution
+        assert im.mode == "RGB" and im.size == (size, size)  # full resolution
         warped = np.asarray(im)
 
     header = nib.load(out / "field.nii.gz").header
@@ -163,14 +110,14 @@ def test_register_pair_writes_valid_outputs(pair, tmp_path):
     result = DeepMethod(pair["ckpt"]).register(pair["fixed"], pair["moving"])
     field = load_field(out / "field.nii.gz")
     np.testing.assert_array_equal(field, np.load(out / "field.npy"))
-    np.testing.assert_allclose(field[0], SHIFT[0], atol=1e-3)
-    np.testing.assert_allclose(field[1], SHIFT[1], atol=1e-3)
-    pts = np.random.default_rng(1).uniform(0, SIZE - 1, size=(100, 2))
+    np.testing.assert_allclose(field[0], shift[0], atol=1e-3)
+    np.testing.assert_allclose(field[1], shift[1], atol=1e-3)
+    pts = np.random.default_rng(1).uniform(0, size - 1, size=(100, 2))
     np.testing.assert_allclose(DisplacementFieldResult(field).fixed_to_moving(pts), result.fixed_to_moving(pts), atol=1e-3)
 
     # the warped image is result.warp_moving and, the shift being right, equals the fixed image inside
     np.testing.assert_array_equal(warped, result.warp_moving(pair["moving"]))
-    inner = (slice(15, SIZE - 25), slice(5, SIZE - 25))
+    inner = (slice(15, size - 25), slice(5, size - 25))
     assert np.abs(warped[inner].astype(int) - pair["fixed"][inner].astype(int)).max() <= 1
 
     table = pd.read_csv(out / "points_mapped.csv")
@@ -182,21 +129,22 @@ def test_register_pair_writes_valid_outputs(pair, tmp_path):
     np.testing.assert_allclose(table["error_fixed"], 0.0, atol=1e-3)
 
 
-def test_register_pair_with_fixed_points_only(pair, tmp_path):
+def test_register_pair_with_fixed_points_only(photo_pair, tmp_path):
+    pair, shift = photo_pair, photo_pair["shift"]
     written = register_pair(pair["root"] / "fixed.png", pair["root"] / "moving.png", pair["ckpt"], tmp_path,
                             points_path=pair["root"] / "fixed_points.txt")
     table = pd.read_csv(written["points"])
     assert list(table.columns) == ["point", "x_fixed", "y_fixed", "x_moving_mapped", "y_moving_mapped"]
-    np.testing.assert_allclose(table[["x_moving_mapped", "y_moving_mapped"]].to_numpy(), pair["points"] + SHIFT, atol=1e-3)
+    np.testing.assert_allclose(table[["x_moving_mapped", "y_moving_mapped"]].to_numpy(), pair["points"] + shift, atol=1e-3)
 
 
-def test_register_non_divisible_size_with_voxelmorph(tmp_path):
+def test_register_non_divisible_size_with_voxelmorph(tmp_path, retina_photo, shifted_photo, photo_checkpoint):
     """203 x 203 JPEGs, a VoxelMorph checkpoint of working size 72 (not a multiple of 16), refinement on."""
-    fixed = _retina(203)
-    moving = _shifted(fixed, (3.0, 2.0))
+    fixed = retina_photo(203)
+    moving = shifted_photo(fixed, (3.0, 2.0))
     Image.fromarray(fixed).save(tmp_path / "f.jpg", quality=95)
     Image.fromarray(moving).save(tmp_path / "m.jpeg", quality=95)
-    ckpt = _checkpoint(tmp_path / "vxm.pt", "voxelmorph", 72)
+    ckpt = photo_checkpoint(tmp_path / "vxm.pt", "voxelmorph", 72)
     pts = np.array([[40.0, 50.0], [120.0, 130.0], [180.0, 100.0]])
     (tmp_path / "cp.txt").write_text("\n".join(f"{x} {y} {x + 3} {y + 2}" for x, y in pts))
     written = register_pair(tmp_path / "f.jpg", tmp_path / "m.jpeg", tmp_path / "vxm.pt", tmp_path / "out",
@@ -217,10 +165,11 @@ def test_register_non_divisible_size_with_voxelmorph(tmp_path):
     assert "error_moving" in table and "x_fixed_mapped" not in table  # a field is not invertible
 
 
-def test_register_errors_are_clear(pair, tmp_path):
+def test_register_errors_are_clear(photo_pair, tmp_path, retina_photo):
+    pair = photo_pair
     root = pair["root"]
     small = tmp_path / "small.png"
-    Image.fromarray(_retina(SIZE)[:180]).save(small)  # 200 wide, 180 high
+    Image.fromarray(retina_photo(pair["size"])[:180]).save(small)  # 200 wide, 180 high
     with pytest.raises(ValueError, match=r"200x200.*200x180.*FIRE"):
         register_pair(root / "fixed.png", small, pair["ckpt"], tmp_path / "o")
     with pytest.raises(CheckpointError, match=f"{pair['ckpt']}.*'affine'.*expected 'voxelmorph'"):
@@ -244,24 +193,3 @@ def test_register_errors_are_clear(pair, tmp_path):
     with pytest.raises(ValueError, match="outside.txt, line 2.*outside the fixed image"):
         register_pair(root / "fixed.png", root / "moving.png", pair["ckpt"], tmp_path / "o", points_path=outside)
     assert not (tmp_path / "o").exists()  # bad input is caught before anything is written
-
-
-def test_cli_register(pair, tmp_path):
-    root = pair["root"]
-    out = tmp_path / "cli-out"
-    result = runner.invoke(app, ["register", str(root / "fixed.png"), str(root / "moving.png"), "--model", str(pair["ckpt"]),
-                                 "--out", str(out), "--points", str(root / "control_points.txt")])
-    assert result.exit_code == 0, result.output
-    for name in ("warped.png", "field.nii.gz", "field.npy", "checkerboard.png", "overlay.png", "points_mapped.csv"):
-        assert (out / name).is_file()
-        assert str(out / name) in result.stdout
-    assert "landmark error (moving image, px): mean 0.000" in result.stdout
-
-    small = tmp_path / "small.png"
-    Image.fromarray(_retina(SIZE)[:, :150]).save(small)
-    result = runner.invoke(app, ["register", str(root / "fixed.png"), str(small), "--model", str(pair["ckpt"]), "--out", str(out)])
-    assert result.exit_code == 2
-    assert result.stderr.startswith("error: ") and "200x200" in result.stderr and "150x200" in result.stderr
-    result = runner.invoke(app, ["register", str(root / "fixed.png"), str(root / "moving.png"), "--model", str(pair["ckpt"]),
-                                 "--out", str(out), "--model-type", "cascade"])
-    assert result.exit_code == 2 and str(pair["ckpt"]) in result.stderr

@@ -1,18 +1,16 @@
-"""Tests for firereg.transforms.mnist_data (IDX files, embedded digits) and firereg.pipelines.examples.mnist_atlas."""
+"""Tests for firereg.transforms.mnist_data (IDX files, embedded digits) and firereg.pipelines.examples.mnist_atlas.
+
+IDX files are written with the ``idx_bytes``, ``digit_images`` and ``mnist_dir`` fixtures (tests/conftest.py);
+``firereg mnist``: tests/cli/test_examples.py.
+"""
 
 from __future__ import annotations
 
 import gzip
-import json
-import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from firereg.pipelines.checkpoints import load_model
-from firereg.pipelines.cli.app import app
 from firereg.transforms.mnist_data import (
     SKLEARN_SOURCE,
     IDXFormatError,
@@ -26,45 +24,15 @@ from firereg.transforms.mnist_data import (
     read_mnist_labels,
 )
 
-runner = CliRunner()
-
-
-def _idx_bytes(magic: int, shape: tuple[int, ...], payload: bytes) -> bytes:
-    """An IDX file written by hand (big-endian header)."""
-    return struct.pack(">I", magic) + b"".join(struct.pack(">I", n) for n in shape) + payload
-
-
-def _digit_images(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """n blurry 28 x 28 'digits': a thick vertical stroke whose position and tilt vary, labels cycle 0..9."""
-    images = np.zeros((n, 28, 28), np.uint8)
-    rows = np.arange(28)[:, None]
-    cols = np.arange(28)[None, :]
-    for k in range(n):
-        centre = 14 + rng.uniform(-2, 2) + rng.uniform(-0.15, 0.15) * (rows - 14)
-        images[k] = (255 * np.exp(-0.5 * ((cols - centre) / 2.0) ** 2) * ((rows > 4) & (rows < 24))).astype(np.uint8)
-    return images, (np.arange(n) % 10).astype(np.uint8)
-
-
-@pytest.fixture
-def mnist_dir(tmp_path: Path) -> Path:
-    """A folder of tiny MNIST-format IDX files: gzip images, plain labels (60 items)."""
-    images, labels = _digit_images(60, np.random.default_rng(0))
-    root = tmp_path / "mnist"
-    root.mkdir()
-    (root / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(_idx_bytes(2051, images.shape, images.tobytes())))
-    (root / "train-labels-idx1-ubyte").write_bytes(_idx_bytes(2049, labels.shape, labels.tobytes()))
-    return root
-
-
 # ---------------------------------------------------------------- IDX
 
 
 @pytest.mark.parametrize("compressed", [False, True])
-def test_read_idx_plain_and_gzip(tmp_path, compressed):
+def test_read_idx_plain_and_gzip(tmp_path, compressed, idx_bytes):
     images = np.random.default_rng(1).integers(0, 256, size=(3, 5, 4), dtype=np.uint8)
     labels = np.array([7, 0, 9], np.uint8)
-    raw_images = _idx_bytes(2051, images.shape, images.tobytes())
-    raw_labels = _idx_bytes(2049, labels.shape, labels.tobytes())
+    raw_images = idx_bytes(2051, images.shape, images.tobytes())
+    raw_labels = idx_bytes(2049, labels.shape, labels.tobytes())
     if compressed:
         raw_images, raw_labels = gzip.compress(raw_images), gzip.compress(raw_labels)
     (tmp_path / "im").write_bytes(raw_images)  # no suffix: gzip is detected from the bytes
@@ -74,14 +42,14 @@ def test_read_idx_plain_and_gzip(tmp_path, compressed):
     assert read_mnist_labels(tmp_path / "lb").dtype == np.int64
     # other IDX types: float32 (type byte 0x0D), big-endian payload, gzip
     floats = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
-    (tmp_path / "f.idx.gz").write_bytes(gzip.compress(_idx_bytes(0x0D02, floats.shape, floats.astype(">f4").tobytes())))
+    (tmp_path / "f.idx.gz").write_bytes(gzip.compress(idx_bytes(0x0D02, floats.shape, floats.astype(">f4").tobytes())))
     np.testing.assert_array_equal(read_idx(tmp_path / "f.idx.gz"), floats)
 
 
-def test_wrong_magic_number_names_the_file(tmp_path):
+def test_wrong_magic_number_names_the_file(tmp_path, idx_bytes):
     labels = np.arange(4, dtype=np.uint8)
     path = tmp_path / "train-images-idx3-ubyte"
-    path.write_bytes(_idx_bytes(2049, labels.shape, labels.tobytes()))  # a label file under an image name
+    path.write_bytes(idx_bytes(2049, labels.shape, labels.tobytes()))  # a label file under an image name
     with pytest.raises(IDXFormatError, match=rf"{path}: wrong magic number 2049.*expected 2051"):
         read_mnist_images(path)
     junk = tmp_path / "junk.bin"
@@ -92,9 +60,9 @@ def test_wrong_magic_number_names_the_file(tmp_path):
         read_idx(junk)
 
 
-def test_truncated_and_bad_files_are_clear(tmp_path):
+def test_truncated_and_bad_files_are_clear(tmp_path, idx_bytes):
     images = np.zeros((10, 28, 28), np.uint8)
-    raw = _idx_bytes(2051, images.shape, images.tobytes())
+    raw = idx_bytes(2051, images.shape, images.tobytes())
     cut = tmp_path / "cut"
     cut.write_bytes(raw[:-100])
     with pytest.raises(IDXFormatError, match=rf"{cut}: truncated.*\(10, 28, 28\).*7856 bytes in all.*7756"):
@@ -115,13 +83,13 @@ def test_truncated_and_bad_files_are_clear(tmp_path):
         read_idx(tmp_path / "nothing")
 
 
-def test_find_and_load_mnist(mnist_dir, tmp_path):
+def test_find_and_load_mnist(mnist_dir, tmp_path, idx_bytes, digit_images):
     images_path, labels_path = find_mnist_files(mnist_dir)
     assert images_path.name == "train-images-idx3-ubyte.gz" and labels_path.name == "train-labels-idx1-ubyte"
     data = load_mnist(mnist_dir)
     assert data.images.shape == (60, 32, 32) and data.images.dtype == np.float32
     assert 0.0 <= data.images.min() and data.images.max() <= 1.0
-    raw, _ = _digit_images(60, np.random.default_rng(0))
+    raw, _ = digit_images(60, np.random.default_rng(0))
     np.testing.assert_allclose(data.images[:, 2:30, 2:30], raw / 255.0, atol=1e-7)  # padded by 2 on every side
     assert data.images[:, :2].max() == 0 and data.images[:, :, 30:].max() == 0
     assert "MNIST IDX files" in data.source
@@ -134,8 +102,8 @@ def test_find_and_load_mnist(mnist_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match="MNIST folder not found"):
         find_mnist_files(tmp_path / "missing")
     # image and label counts must agree
-    (empty / "train-images-idx3-ubyte").write_bytes(_idx_bytes(2051, (2, 28, 28), bytes(2 * 28 * 28)))
-    (empty / "train-labels-idx1-ubyte").write_bytes(_idx_bytes(2049, (3,), bytes(3)))
+    (empty / "train-images-idx3-ubyte").write_bytes(idx_bytes(2051, (2, 28, 28), bytes(2 * 28 * 28)))
+    (empty / "train-labels-idx1-ubyte").write_bytes(idx_bytes(2049, (3,), bytes(3)))
     with pytest.raises(ValueError, match="2 images.*3 labels"):
         load_mnist(empty)
 
@@ -159,32 +127,6 @@ def test_atlas_index_is_nearest_to_mean():
 
 
 # ---------------------------------------------------------------- atlas training
-
-
-def test_cli_mnist_end_to_end_with_idx_files(mnist_dir, tmp_path):
-    out = tmp_path / "out"
-    result = runner.invoke(app, ["mnist", "--out", str(out), "--mnist", str(mnist_dir), "--digit", "1",
-                                 "--steps", "3", "--batch-size", "4", "--similarity", "mse", "--lambda", "0.1"])
-    assert result.exit_code == 0, result.output
-    for name in ("atlas_grid.png", "atlas.png", "summary.json", "model.pt"):
-        assert (out / name).is_file()
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["data_source"].startswith("MNIST IDX files") and summary["digit"] == 1
-    assert summary["similarity"] == "mse" and summary["lambda"] == 0.1 and summary["image_size"] == [32, 32]
-    assert "data: MNIST IDX files" in result.stdout and "mean NCC to the atlas" in result.stdout
-    net, ckpt = load_model(out / "model.pt", "voxelmorph")  # a firereg checkpoint of the atlas network
-    assert (ckpt["size"], ckpt["channel"], ckpt["domain"], ckpt["atlas"].shape) == (32, "luminance", "digits", (32, 32))
-    assert ckpt["loss"]["similarity"] == "mse" and ckpt["loss"]["lam"] == 0.1 and net.spatial_dims == 2
-
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    (bad / "train-images-idx3-ubyte").write_bytes(_idx_bytes(2049, (2,), bytes(2)))
-    (bad / "train-labels-idx1-ubyte").write_bytes(_idx_bytes(2049, (2,), bytes(2)))
-    result = runner.invoke(app, ["mnist", "--out", str(out), "--mnist", str(bad)])
-    assert result.exit_code == 2
-    assert result.stderr.startswith("error: ") and "train-images-idx3-ubyte" in result.stderr and "2051" in result.stderr
-    result = runner.invoke(app, ["mnist", "--out", str(out), "--similarity", "lncc2"])
-    assert result.exit_code == 2 and "unknown similarity" in result.stderr
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Tests for firereg.pipelines.training.patches (the affine patch mode) and ``firereg make-patches``."""
+"""Tests for firereg.pipelines.training.patches (the affine patch mode); ``firereg make-patches``: tests/cli/test_train.py."""
 
 from __future__ import annotations
 
@@ -13,9 +13,7 @@ from monai.networks.blocks import Warp
 from PIL import Image
 from scipy.ndimage import binary_erosion
 from skimage.data import retina
-from typer.testing import CliRunner
 
-from firereg.pipelines.cli.app import app
 from firereg.pipelines.nn.fields import affine_to_ddf
 from firereg.pipelines.training.patches import (
     PatchDataset,
@@ -24,9 +22,7 @@ from firereg.pipelines.training.patches import (
     random_patch_affine,
 )
 from firereg.transforms.fire_reader import read_fire
-from firereg.transforms.splits import make_split, write_split
 
-runner = CliRunner()
 WARP = Warp(mode="bilinear", padding_mode="zeros")
 
 
@@ -183,20 +179,3 @@ def test_patch_errors_are_clear(fire_data, tmp_path):
     np.savez(tmp_path / "bad" / "x.npz", fixed=np.zeros((1, 4, 4)))
     with pytest.raises(ValueError, match=r"x.npz lacks \['moving', 'affine', 'name'\]"):
         PatchDataset(tmp_path / "bad")[0]
-
-
-def test_cli_make_patches(fire_data, tmp_path):
-    split = tmp_path / "split.csv"
-    table = make_split(read_fire(fire_data), val_fraction=0.4, seed=0)
-    write_split(table, split)
-    train = sorted(table.loc[table["split"] == "train", "name"])
-    out = tmp_path / "patches"
-    result = runner.invoke(app, ["make-patches", "--data", str(fire_data), "--out", str(out), "--per-pair", "2",
-                                 "--patch-size", "32", "--size", "128", "--split", str(split)])
-    assert result.exit_code == 0, result.output
-    names = sorted({p.name.split("_")[0] for p in out.glob("*.npz")})
-    assert names == train
-    assert f"wrote {2 * len(train)} patch pairs" in result.stdout
-    result = runner.invoke(app, ["make-patches", "--data", str(fire_data), "--out", str(out), "--patch-size", "200",
-                                 "--size", "128"])
-    assert result.exit_code == 2 and result.stderr.startswith("error: ") and "patch_size" in result.stderr

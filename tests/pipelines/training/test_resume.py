@@ -26,12 +26,7 @@ STATE = {"model_type": "voxelmorph", "net_kwargs": {}, "state_dict": {}, "size":
          "optimizer": {}, "epoch": 1, "step_in_epoch": 2, "global_step": 5}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Tests of the training loop (firereg.pipelines.training) and the ``firereg train`` command.
+"""Tests of the training loop (firereg.pipelines.training); ``firereg train``: tests/cli/test_train.py.
 
 Runs are tiny: the shared 5-pair generated dataset (3 train / 2 validation pairs) at a
 64 px working size (128 px where the affine network is involved: it halves the image six
@@ -17,11 +17,9 @@ import pytest
 import torch
 from PIL import Image
 from scipy import ndimage
-from typer.testing import CliRunner
 
 from firereg.evaluation.landmarks import measure_pair
 from firereg.pipelines.checkpoints import CheckpointError, load_checkpoint
-from firereg.pipelines.cli.app import app
 from firereg.pipelines.inference.deep_method import DeepMethod
 from firereg.pipelines.nn.losses import affine_point_loss, fit_affine
 from firereg.pipelines.training import (
@@ -30,15 +28,12 @@ from firereg.pipelines.training import (
     Trainer,
     collate_pairs,
     grid_points,
-    run_config,
     train,
     validate_network,
 )
 from firereg.pipelines.training.patches import make_patches
 from firereg.transforms.datasets import fire_dataset
 from firereg.transforms.fire_reader import read_fire
-
-runner = CliRunner()
 
 #: the smallest, fastest run on the shared dataset
 TINY = dict(model="voxelmorph", size=64, kernel_size=5)
@@ -54,13 +49,7 @@ def _step_rows(out: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a 2-core machine shared with other work, more threads only spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 class Interrupt(Exception):
@@ -320,29 +309,3 @@ def test_patch_training_runs(fire_data, tmp_path):
                    fire_data, tmp_path / "run", progress=False, num_threads=1)
     assert result["steps"] >= 1 and (tmp_path / "run" / "best.pt").is_file()
     assert float(_log_rows(tmp_path / "run")[0]["affine_loss"]) >= 0
-
-
-# ----------------------------------------------------------------------------- CLI
-
-
-def test_cli_train_writes_checkpoints_and_logs(fire_data, tmp_path):
-    out = tmp_path / "run"
-    args = ["train", "--data", str(fire_data), "--out", str(out), "--model", "voxelmorph", "--epochs", "1",
-            "--size", "64", "--benchmark-size", "96", "--no-progress", "--threads", "1"]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    for name in ("best.pt", "last.pt", "log.csv"):
-        assert (out / name).is_file(), name
-    assert (run_config(out).size, run_config(out).benchmark_size) == (64, 96)
-    assert (out / "tb").is_dir() and any((out / "tb").iterdir())
-    assert "best validation mAUC" in result.stdout and str(out / "best.pt") in result.stdout
-    # resuming with the run's own settings needs no options; another model is refused
-    result = runner.invoke(app, ["train", "--out", str(out), "--resume", "--model", "cascade", "--size", "64"])
-    assert result.exit_code == 2
-    assert result.stderr.startswith("error: ") and "'cascade'" in result.stderr
-    result = runner.invoke(app, ["train", "--out", str(out), "--resume", "--model", "affine", "--size", "128"])
-    assert result.exit_code == 2
-    assert "last.pt" in result.stderr and "'voxelmorph'" in result.stderr and "Traceback" not in result.output
-    result = runner.invoke(app, ["train", "--out", str(out), "--resume", "--epochs", "2", "--no-progress", "--threads", "1"])
-    assert result.exit_code == 0, result.output
-    assert [int(r["epoch"]) for r in _log_rows(out)] == [0, 1]
