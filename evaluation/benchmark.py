@@ -4,7 +4,12 @@ Every (method, pair) is registered at the benchmark size (longest side, px;
 :class:`ResizedMethod`; a deep method resizes further, to its network size) and scored in
 full-resolution pixels (conventions: :mod:`firereg.transforms.coords`). Each finished (method, pair) is stored at once as a small JSON
 record under ``OUT/records/`` (written atomically), so an interrupted benchmark resumes
-where it stopped; the tables and plots are rebuilt from the records at the end:
+where it stopped. A record carries the fingerprint of what produced it (data, the pair's files,
+benchmark size, method spec and settings, checkpoint hash, firereg version:
+:mod:`firereg.evaluation.fingerprints`); a re-run reuses only records whose fingerprint still
+holds and recomputes the others, saying how many and why. ``OUT`` is locked for the run
+(:func:`firereg.transforms.io.folder_lock`): a second benchmark on it stops at once. The tables
+and plots are rebuilt from the records at the end:
 
 - ``pairs.csv``: method, pair, category, mean/median/max error (px), direction, seconds,
   status (ok/failed), reason, and the deformation quality of the fixed → moving map inside
@@ -19,6 +24,7 @@ where it stopped; the tables and plots are rebuilt from the records at the end:
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -31,6 +37,11 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from firereg.evaluation.deformation import mapping_quality
+from firereg.evaluation.fingerprints import (
+    method_parts,
+    record_fingerprint,
+    stale_reason,
+)
 from firereg.evaluation.landmarks import measure_pair, point_distances
 from firereg.evaluation.report.figures import (
     checkerboard,
@@ -46,7 +57,12 @@ from firereg.evaluation.results import (
 )
 from firereg.transforms.fire_generator import read_generator_metadata
 from firereg.transforms.fov import read_mask
-from firereg.transforms.io import atomic_to_csv, atomic_write_text, read_rgb
+from firereg.transforms.io import (
+    atomic_to_csv,
+    atomic_write_text,
+    folder_lock,
+    read_rgb,
+)
 
 __all__ = [
     "BenchmarkConfig",
@@ -65,6 +81,8 @@ PAIRS_COLUMNS = [
     "direction", "seconds", "status", "reason", "jac_min", "folding_fraction",
 ]
 POINTS_COLUMNS = ["method", "pair", "point", "space", "x", "y"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -268,6 +286,23 @@ def _run_tasks(tasks: list[tuple], store: Callable[[dict], None], workers: int, 
     bar.close()
 
 
+def _reuse_note(reused: int, new: int, stale: list[str]) -> str:
+    """One line: how many records were reused, computed for the first time, and recomputed (and why)."""
+    line = f"records: {reused} reused from an earlier run, {new} new, {len(stale)} recomputed"
+    if not stale:
+        return line
+    groups: dict[str, int] = {}
+    damaged = [reason for reason in stale if reason.startswith("damaged: ")]
+    for reason in stale:
+        if not reason.startswith("damaged: "):
+            groups[reason] = groups.get(reason, 0) + 1
+    details = [f"{n} {'settings ' + r if r.startswith('changed') else r}" for r, n in groups.items()]
+    if damaged:
+        more = f"; and {len(damaged) - 3} more" if len(damaged) > 3 else ""
+        details.append(f"{len(damaged)} damaged: {'; '.join(r[len('damaged: '):] for r in damaged[:3])}{more}")
+    return f"{line} ({'; '.join(details)})"
+
+
 def run_benchmark(
     manifest: pd.DataFrame,
     config: BenchmarkConfig,
@@ -277,20 +312,30 @@ def run_benchmark(
 ) -> pd.DataFrame:
     """Benchmark ``config.methods`` on the manifest's pairs; write the outputs to ``out``.
 
-    Re-running into the same ``out`` skips (method, pair) records already there.
+    Re-running into the same ``out`` reuses the (method, pair) records already there whose
+    fingerprint (:mod:`firereg.evaluation.fingerprints`) matches this run, and recomputes those
+    made by other data, pair files, benchmark size, method spec or settings, checkpoint or
+    firereg version, those without a fingerprint and damaged ones. How many were reused and
+    recomputed (and why) is logged, shown under the progress bar, written to ``summary.md``
+    and returned in ``pairs.attrs["records"]``. A method's settings come from its own
+    ``fingerprint`` dict where it carries one (the methods of
+    :func:`firereg.pipelines.method_specs.make_any_method` do, with the checkpoint's hash), else
+    from its class and dataclass fields.
 
     Args:
         manifest: pairs to evaluate (:func:`firereg.transforms.fire_reader.read_fire`, maybe one split).
         config: methods, benchmark size, workers.
-        out: output folder.
+        out: output folder; locked for the run (:func:`firereg.transforms.io.folder_lock`).
         factory: builds a method from its spec; default :func:`firereg.evaluation.baselines.make_method`.
         progress: show a progress bar.
 
     Returns:
-        The per-pair table (as written to ``pairs.csv``).
+        The per-pair table (as written to ``pairs.csv``); ``attrs["records"]``: ``reused``,
+        ``new``, ``recomputed`` (counts) and ``reasons`` (one per recomputed record).
 
     Raises:
         ValueError: for an unknown method spec (before any work) or an empty manifest.
+        firereg.transforms.io.FolderInUseError: if another firereg process is using ``out``.
     """
     if factory is None:
         from firereg.evaluation.baselines import make_method as factory
@@ -299,26 +344,57 @@ def run_benchmark(
         raise ValueError("no pairs to benchmark")
     if not config.methods:
         raise ValueError("no methods to benchmark")
-    labels = {spec: factory(spec).name for spec in config.methods}  # fails fast on a bad spec
+    labels, parts = {}, {}
+    for spec in config.methods:  # fails fast on a bad spec
+        method = factory(spec)
+        labels[spec], parts[spec] = method.name, method_parts(spec, method)
+    del method
     out = Path(out)
+    with folder_lock(out, "firereg benchmark"):
+        return _run_locked(manifest, config, out, factory, progress, labels, parts)
+
+
+def _run_locked(
+    manifest: pd.DataFrame,
+    config: BenchmarkConfig,
+    out: Path,
+    factory: Callable[[str], RegistrationMethod],
+    progress: bool,
+    labels: dict[str, str],
+    parts: dict[str, dict],
+) -> pd.DataFrame:
+    """:func:`run_benchmark` once ``out`` is locked: reuse or compute every record, then the tables."""
     records_dir = out / "records"
     records_dir.mkdir(parents=True, exist_ok=True)
     order = {"S": 0, "P": 1, "A": 2}
     rows = sorted(manifest.to_dict("records"), key=lambda r: (order.get(r["category"], 9), r["name"]))
     overlay_names = _overlay_names(rows, config.overlay_pairs)
+    root = manifest.attrs.get("root")
 
     def record_path(label: str, pair: str) -> Path:
         return records_dir / record_name(label) / f"{pair}.json"
 
-    tasks = []
+    tasks, fingerprints, stale, reused = [], {}, [], 0
     for spec, label in labels.items():
         for row in rows:
-            if record_path(label, row["name"]).is_file():
-                continue
+            path = record_path(label, row["name"])
+            fingerprint = fingerprints[label, row["name"]] = record_fingerprint(
+                parts[spec], row, root, config.benchmark_size)
+            if path.is_file():
+                reason = stale_reason(path, fingerprint)
+                if reason is None:
+                    reused += 1
+                    continue
+                stale.append(reason)
             overlay = out / "overlays" / record_name(label) if row["name"] in overlay_names else None
             tasks.append((spec, label, row, config.benchmark_size, factory, overlay))
+    note = _reuse_note(reused, len(tasks) - len(stale), stale)
+    logger.info("%s: %s", out, note)
+    if progress and (reused or stale):
+        tqdm.write(f"{out}: {note}")
 
     def store(record: dict) -> None:
+        record["fingerprint"] = fingerprints[record["method"], record["pair"]]
         atomic_write_text(record_path(record["method"], record["pair"]), json.dumps(record))
 
     _run_tasks(tasks, store, config.workers, progress)
@@ -331,8 +407,10 @@ def run_benchmark(
     pairs = pd.DataFrame([{k: r.get(k, float("nan")) for k in PAIRS_COLUMNS} for r in records], columns=PAIRS_COLUMNS)
     atomic_to_csv(pairs, out / "pairs.csv")
     atomic_to_csv(points, out / "points.csv")
-    write_summary(pairs, out, _data_notes(manifest, config.benchmark_size) + list(config.notes))
+    write_summary(pairs, out, _data_notes(manifest, config.benchmark_size) + list(config.notes) + [note])
     plot_success_rate(pairs, out / "success_rate.png")
+    pairs.attrs["records"] = {"reused": reused, "new": len(tasks) - len(stale), "recomputed": len(stale),
+                              "reasons": stale}
     return pairs
 
 

@@ -20,17 +20,21 @@ one model never share a row. ``PATH`` is everything after the first ``:`` (so it
 colons itself).
 
 :func:`make_any_method` is a module-level function, so the benchmark can send it to its
-worker processes (``ProcessPoolExecutor`` pickles the factory with every task).
+worker processes (``ProcessPoolExecutor`` pickles the factory with every task). Every method
+it makes carries ``fingerprint`` (:func:`method_fingerprint`): what the benchmark's records
+store so that a re-run reuses a record only for the same method, settings and checkpoint.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from firereg.evaluation.baselines import METHODS, make_method
+from firereg.evaluation.fingerprints import file_sha256, jsonable
 from firereg.evaluation.results import RegistrationMethod
 from firereg.pipelines.nn.networks import MODEL_TYPES
 
@@ -40,6 +44,7 @@ __all__ = [
     "parse_method_spec",
     "parse_method_list",
     "make_any_method",
+    "method_fingerprint",
     "valid_forms",
 ]
 
@@ -174,10 +179,50 @@ def make_any_method(spec: str) -> RegistrationMethod:
     """
     parsed = parse_method_spec(spec)
     if not parsed.deep:
-        return make_method(parsed.label)
+        method = make_method(parsed.label)
+        method.fingerprint = method_fingerprint(spec, method)
+        return method
     # torch is imported only when a model is asked for
     from firereg.pipelines.inference.deep_method import DeepMethod
     from firereg.pipelines.inference.refine import fundus_refinement
 
     refine = fundus_refinement(parsed.tto_steps) if parsed.tto_steps > 0 else None
-    return DeepMethod(parsed.path, expected_type=parsed.model_type, refine=refine, name=parsed.label)
+    method = DeepMethod(parsed.path, expected_type=parsed.model_type, refine=refine, name=parsed.label)
+    method.fingerprint = method_fingerprint(spec)
+    return method
+
+
+def method_fingerprint(spec: str, method: RegistrationMethod | None = None) -> dict:
+    """What identifies the method of ``spec`` in a benchmark record (:mod:`firereg.evaluation.fingerprints`).
+
+    Cheap: a baseline is built (its settings are a dataclass), a trained model is not loaded;
+    its checkpoint (the file :func:`firereg.pipelines.checkpoints.resolve_checkpoint` picks) is
+    hashed once per path and modification time.
+
+    Args:
+        spec: one method spec.
+        method: the baseline already built from ``spec`` (None: built here).
+
+    Returns:
+        A JSON-able dict: ``spec``, ``label`` and, for a baseline, ``settings`` (its dataclass
+        fields); for a trained model ``model_type``, ``refine`` (test-time refinement settings
+        or None), ``checkpoint`` (resolved path) and ``checkpoint_sha256`` (of its content).
+
+    Raises:
+        ValueError: for a bad spec.
+        FileNotFoundError: naming a missing run folder or checkpoint.
+    """
+    parsed = parse_method_spec(spec)
+    if not parsed.deep:
+        method = method if method is not None else make_method(parsed.label)
+        settings = dataclasses.asdict(method) if dataclasses.is_dataclass(method) else None
+        return jsonable({"spec": parsed.text, "label": parsed.label, "settings": settings})
+    from firereg.pipelines.checkpoints import resolve_checkpoint
+    from firereg.pipelines.inference.refine import fundus_refinement
+
+    checkpoint = resolve_checkpoint(parsed.path).resolve()
+    refine = dataclasses.asdict(fundus_refinement(parsed.tto_steps)) if parsed.tto_steps > 0 else None
+    return jsonable({
+        "spec": parsed.text, "label": parsed.label, "model_type": parsed.model_type, "refine": refine,
+        "checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint),
+    })

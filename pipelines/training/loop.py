@@ -6,7 +6,9 @@ One run lives in one output folder ``OUT``:
 - ``last.pt``: the training state, saved atomically every ``checkpoint_every`` steps and
   at the end of every epoch; ``best.pt``: the network with the best validation mAUC
   (ties → lower mean error). Both are :mod:`firereg.pipelines.checkpoints` checkpoints;
-- ``log.csv``, ``train_steps.csv``, ``tb/``: :mod:`firereg.pipelines.training.logs`.
+- ``log.csv``, ``train_steps.csv``, ``tb/``: :mod:`firereg.pipelines.training.logs`;
+- ``.firereg.lock``: held (rank 0) while a process trains in ``OUT``
+  (:func:`firereg.transforms.io.folder_lock`), so a second ``train`` on it stops at once.
 
 Resuming is exact (:mod:`firereg.pipelines.training.sampling`): a resumed run skips the
 batches of the epoch already done and then sees the very batches an uninterrupted run would
@@ -22,6 +24,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import pandas as pd
@@ -50,7 +53,7 @@ from firereg.pipelines.training.trainer import Trainer
 from firereg.pipelines.training.validation import is_better, validate_network
 from firereg.transforms.datasets import fire_dataset
 from firereg.transforms.fire_reader import read_fire
-from firereg.transforms.io import is_atomic_temporary
+from firereg.transforms.io import folder_lock, is_atomic_temporary
 from firereg.transforms.splits import (
     make_split,
     read_split,
@@ -103,6 +106,8 @@ def train(
         ValueError: for bad config values (naming the field) or an unusable split.
         FileNotFoundError: for a missing data folder, or ``resume`` without ``out/last.pt``.
         FileExistsError: if ``out`` already holds a run and ``resume`` is False.
+        firereg.transforms.io.FolderInUseError: if another firereg process is using ``out``
+            (its lock, :func:`firereg.transforms.io.folder_lock`, held by rank 0 for the run).
         CheckpointError: naming ``out/last.pt`` if it is of another model type, size or channel.
     """
     config.validate()
@@ -111,7 +116,9 @@ def train(
     device = resolve_device(device)
     ranks = setup_distributed(device)
     try:
-        return _Run(config, Path(data), Path(out), resume, ranks, device, progress, on_step).run(num_threads)
+        # rank 0 holds the run folder's lock: a second firereg process on it stops at once
+        with folder_lock(out, "firereg train") if ranks.main else nullcontext():
+            return _Run(config, Path(data), Path(out), resume, ranks, device, progress, on_step).run(num_threads)
     finally:
         ranks.close()
 
