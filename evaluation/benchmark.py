@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +38,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from firereg.evaluation.data_notes import data_label, data_notes
 from firereg.evaluation.deformation import mapping_quality
 from firereg.evaluation.fingerprints import (
     method_parts,
@@ -54,13 +57,15 @@ from firereg.evaluation.results import (
     RegistrationMethod,
     RegistrationResult,
     ResizedMethod,
+    ScaledResult,
 )
-from firereg.transforms.fire_generator import read_generator_metadata
+from firereg.evaluation.workers import die_with_parent
 from firereg.transforms.fov import read_mask
 from firereg.transforms.io import (
     atomic_to_csv,
     atomic_write_text,
     folder_lock,
+    image_size,
     read_rgb,
 )
 
@@ -71,6 +76,7 @@ __all__ = [
     "register_and_score",
     "rescore_points",
     "load_pair",
+    "data_label",
     "record_name",
     "PAIRS_COLUMNS",
     "POINTS_COLUMNS",
@@ -97,6 +103,9 @@ class BenchmarkConfig:
         overlay_pairs: pairs per method that get checkerboard/overlay PNGs (the first
             pair of each category, in S, P, A order).
         notes: extra lines for ``summary.md`` (e.g. which split).
+        data_label: what the data is, for ``summary.md`` (e.g. ``"real FIRE"``); None: decided
+            from the folder (generated data: its ``generator.json``; "real FIRE" only for a
+            folder holding FIRE's file set, else "FIRE-layout folder").
     """
 
     methods: list[str]
@@ -104,28 +113,44 @@ class BenchmarkConfig:
     workers: int = 1
     overlay_pairs: int = 3
     notes: list[str] = field(default_factory=list)
+    data_label: str | None = None
 
 
-def load_pair(row: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Read a manifest row's images and field-of-view masks, at full resolution.
+def load_pair(
+    row: dict, max_side: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Read a manifest row's images and field-of-view masks, at full or reduced resolution.
 
     Args:
         row: a manifest row (``fixed``, ``moving`` image paths; ``mask``: a mask path or absent/NaN).
+        max_side: longest side, px, the caller needs: each image (and the mask) is decoded
+            at ``1 / k`` of its size (:func:`firereg.transforms.io.read_rgb`); the full-resolution
+            shapes come from :func:`firereg.transforms.io.image_size`. None: full resolution.
 
     Returns:
         ``(fixed, moving, fixed_mask, moving_mask)``: (H, W, 3) uint8 RGB images, row-major
         (:func:`firereg.transforms.io.read_rgb`), and (H, W) bool masks or None.
 
     Raises:
-        FileNotFoundError: naming a missing image.
-        ValueError: naming an unreadable image.
+        FileNotFoundError: naming a missing image or mask.
+        ValueError: naming an unreadable image or mask, an empty or wrongly sized mask, or
+            (with a mask) both images and both sizes when the moving image's size is not the fixed one's.
     """
-    images = [read_rgb(row[key]) for key in ("fixed", "moving")]
+    paths = (row["fixed"], row["moving"])
+    images = [read_rgb(path, max_side) for path in paths]
     mask = row.get("mask")
-    masks = [None, None]
-    if isinstance(mask, str):
-        masks = [read_mask(mask, img.shape[:2]) for img in images]
-    return images[0], images[1], masks[0], masks[1]
+    if not isinstance(mask, str):
+        return images[0], images[1], None, None
+    sizes = [image_size(path) for path in paths]
+    if sizes[0] != sizes[1]:
+        (wf, hf), (wm, hm) = sizes
+        raise ValueError(
+            f"pair {row.get('name', '?')}: the fixed image {paths[0]} is {wf}x{hf} px but the moving image "
+            f"{paths[1]} is {wm}x{hm} px (width x height), so the one field-of-view mask {mask} cannot fit both; "
+            "give the pair's images one size, or remove the mask to have each field of view estimated"
+        )
+    fov = read_mask(mask, (sizes[0][1], sizes[0][0]), max_side)
+    return images[0], images[1], fov, fov.copy()
 
 
 def record_name(text: str) -> str:
@@ -149,49 +174,84 @@ def _save_overlays(result: RegistrationResult, fixed: np.ndarray, moving: np.nda
     save_png(colour_overlay(fixed, warped), folder / f"{pair}_overlay.png")
 
 
+def _full_mask(mask: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray | None:
+    """A mask decoded at ``1 / k`` (:func:`load_pair`) blown back up to the full ``shape`` (H, W)."""
+    if mask is None or mask.shape == tuple(shape):
+        return mask
+    k = shape[0] // mask.shape[0]
+    return np.repeat(np.repeat(mask, k, axis=0), k, axis=1)
+
+
+def _reason(err: BaseException, prefix: str = "") -> str:
+    return f"{prefix}{type(err).__name__}: {err}"[:800]
+
+
+def _failed_record(label: str, row: dict, reason: str = "") -> dict:
+    """A failed record of the pair (infinite errors, FIRE protocol); :func:`score_pair` fills it in."""
+    return {
+        "method": label, "pair": row["name"], "category": row["category"],
+        "mean_error": float("inf"), "median_error": float("inf"), "max_error": float("inf"),
+        "direction": "", "seconds": float("nan"), "status": "failed", "reason": reason, "points": [],
+        "jac_min": float("nan"), "folding_fraction": float("nan"),
+    }
+
+
 def score_pair(method: RegistrationMethod, label: str, row: dict, overlay_dir: Path | None = None) -> dict:
-    """Register one manifest pair with a ready method and score it; never raises for the method's failures.
+    """Register one manifest pair with a ready method and score it; never raises for the pair's faults.
 
     The one register-and-score routine: ``firereg benchmark`` (through :func:`register_and_score`)
     and training's validation both call it, so both report the same numbers for the same
     method. Errors are full-resolution pixels (FIRE protocol); points use the conventions of
-    :mod:`firereg.transforms.coords`.
+    :mod:`firereg.transforms.coords`. A :class:`~firereg.evaluation.results.ResizedMethod`
+    gets its images decoded at reduced size (``load_pair(row, max_side=benchmark_size)``:
+    an 8000 px JPEG never lies in memory at full size) and its result is presented in the
+    full-resolution pixels of the files (:class:`~firereg.evaluation.results.ScaledResult`).
+    A pair that cannot be read (a missing, truncated or corrupt image or mask; a wrongly
+    sized mask) is a failed record whose reason names the file, as is a method's failure.
 
     Args:
         method: the registration method, already wrapped to its benchmark size
             (:class:`firereg.evaluation.results.ResizedMethod`) where one applies.
         label: the ``method`` column of the record.
         row: a manifest row (``name``, ``category``, ``fixed``, ``moving``, ``mask``, points).
-        overlay_dir: where to write the checkerboard/overlay PNGs (None: none).
+        overlay_dir: where to write the checkerboard/overlay PNGs (None: none); they are
+            drawn at the size the images were decoded at.
 
     Returns:
         A record with the ``pairs.csv`` fields and a ``points`` list of ``points.csv`` rows.
     """
-    record = {
-        "method": label, "pair": row["name"], "category": row["category"],
-        "mean_error": float("inf"), "median_error": float("inf"), "max_error": float("inf"),
-        "direction": "", "seconds": float("nan"), "status": "failed", "reason": "", "points": [],
-        "jac_min": float("nan"), "folding_fraction": float("nan"),
-    }
-    fixed, moving, fixed_mask, moving_mask = load_pair(row)
-    fixed_points = np.asarray(row["fixed_points"], dtype=np.float64)
-    moving_points = np.asarray(row["moving_points"], dtype=np.float64)
+    record = _failed_record(label, row)
+    try:
+        max_side = method.benchmark_size if isinstance(method, ResizedMethod) else None
+        fixed, moving, fixed_mask, moving_mask = load_pair(row, max_side=max_side)
+        full_shapes = [image_size(row[key])[::-1] for key in ("fixed", "moving")]  # (H, W) of the files
+        fixed_points = np.asarray(row["fixed_points"], dtype=np.float64)
+        moving_points = np.asarray(row["moving_points"], dtype=np.float64)
+    except Exception as err:  # a damaged input is this pair's failure, not the run's
+        record["reason"] = _reason(err, "cannot read the pair: ")
+        return record
     try:
         start = time.perf_counter()
-        result = method.register(fixed, moving, fixed_mask, moving_mask)
+        loaded = method.register(fixed, moving, fixed_mask, moving_mask)  # in the pixels of the decoded images
         record["seconds"] = time.perf_counter() - start
+        result = loaded
+        if (loaded.fixed_shape, loaded.moving_shape) != tuple(full_shapes):
+            result = ScaledResult(loaded, full_shapes[0], full_shapes[1])
         error, mapped = measure_pair(result, fixed_points, moving_points)
         if not np.all(np.isfinite(mapped)):
             raise RuntimeError("the method mapped control points to non-finite positions")
     except Exception as err:  # a method's failure is a result, not a crash (FIRE protocol: failed)
-        record["reason"] = f"{type(err).__name__}: {err}"[:300]
+        record["reason"] = _reason(err)
         return record
-    quality = mapping_quality(result, fixed_mask)  # deformation quality of the fixed → moving map
     record.update(
         mean_error=error.mean, median_error=error.median, max_error=error.max,
         direction=error.direction, status="ok",
-        jac_min=quality.jac_min, folding_fraction=quality.folding_fraction,
     )
+    try:  # deformation quality of the fixed → moving map
+        quality = mapping_quality(result, _full_mask(fixed_mask, full_shapes[0]))
+        record.update(jac_min=quality.jac_min, folding_fraction=quality.folding_fraction)
+    except Exception as err:  # the registration stands; its quality stays unknown (NaN)
+        logger.warning("%s %s: no deformation quality: %s", label, row["name"], err)
     spaces = {"moving": result.fixed_to_moving(fixed_points)}
     if result.invertible:
         spaces["fixed"] = result.moving_to_fixed(moving_points)
@@ -201,7 +261,7 @@ def score_pair(method: RegistrationMethod, label: str, row: dict, overlay_dir: P
             for i, (x, y) in enumerate(pts)
         ]
     if overlay_dir is not None:
-        _save_overlays(result, fixed, moving, overlay_dir, row["name"])
+        _save_overlays(loaded, fixed, moving, overlay_dir, row["name"])
     return record
 
 
@@ -217,44 +277,13 @@ def register_and_score(
     built once per process), then :func:`score_pair`. A method that cannot be built is a failed record."""
     try:
         method = _method(spec, benchmark_size, factory)
-    except Exception as err:  # e.g. a missing checkpoint: failed, with the reason
-        return score_pair(_Unbuildable(err), label, row)
+    except Exception as err:  # e.g. a missing checkpoint: failed, with the reason (no image is read)
+        return _failed_record(label, row, _reason(err))
     return score_pair(method, label, row, overlay_dir)
-
-
-class _Unbuildable:
-    """A method whose construction failed: every registration raises that error."""
-
-    def __init__(self, err: BaseException) -> None:
-        self.err = err
-
-    def register(self, *args, **kwargs):
-        raise self.err
 
 
 def _task(args: tuple) -> dict:
     return register_and_score(*args)
-
-
-def _data_notes(manifest: pd.DataFrame, benchmark_size: int) -> list[str]:
-    root = manifest.attrs.get("root", "?")
-    meta = read_generator_metadata(root) if root != "?" else None
-    source = f"generated from {meta['source']} by `firereg make-data`" if meta else "real FIRE"
-    excluded = manifest.attrs.get("excluded") or []
-    p37 = (
-        f"excluded as known bad: {', '.join(excluded)}"
-        if excluded
-        else "P37 excluded by default (not present in this data)" if manifest.attrs.get("exclude_known_bad", True)
-        else "P37 kept (--include-p37)"
-    )
-    counts = manifest["category"].value_counts()
-    per_cat = ", ".join(f"{c} {int(counts.get(c, 0))}" for c in ("S", "P", "A"))
-    return [
-        f"data: {root} ({source})",
-        f"pairs: {len(manifest)} ({per_cat}); {p37}",
-        f"benchmark size: {benchmark_size} px (longest side of the images every method registers); "
-        "errors in full-resolution pixels",
-    ]
 
 
 def _overlay_names(rows: list[dict], n: int) -> list[str]:
@@ -268,13 +297,20 @@ def _overlay_names(rows: list[dict], n: int) -> list[str]:
 
 
 def _run_tasks(tasks: list[tuple], store: Callable[[dict], None], workers: int, progress: bool) -> None:
-    """Run :func:`register_and_score` on every task (in ``workers`` processes), storing each record at once."""
+    """Run :func:`register_and_score` on every task (in ``workers`` processes that die with this
+    one: :func:`firereg.evaluation.workers.die_with_parent`), storing each record at once."""
     bar = tqdm(total=len(tasks), desc="benchmark", unit="pair", disable=not progress)
     if workers > 1 and len(tasks) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(_task, t) for t in tasks]
             for future in as_completed(futures):
-                record = future.result()
+                try:
+                    record = future.result()
+                except BrokenProcessPool:  # a worker was killed (e.g. out of memory): no record for its pair
+                    raise RuntimeError(
+                        "a benchmark worker process died (killed, e.g. for lack of memory); the finished pairs "
+                        "are saved: re-run to continue, with fewer --workers or a smaller --size"
+                    ) from None
                 store(record)
                 bar.set_postfix_str(f"{record['method']} {record['pair']}")
                 bar.update()
@@ -284,6 +320,18 @@ def _run_tasks(tasks: list[tuple], store: Callable[[dict], None], workers: int, 
             store(_task(task))
             bar.update()
     bar.close()
+
+
+def _read_record(path: Path) -> dict:
+    """One stored record; a damaged or missing one is a ``ValueError`` naming the file."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"benchmark record {path} is missing; re-run the benchmark to compute it") from None
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"benchmark record {path} is damaged ({err}); delete it and re-run the benchmark to recompute it"
+        ) from None
 
 
 def _reuse_note(reused: int, new: int, stale: list[str]) -> str:
@@ -399,15 +447,12 @@ def _run_locked(
 
     _run_tasks(tasks, store, config.workers, progress)
 
-    records = []
-    for label in labels.values():
-        for row in rows:
-            records.append(json.loads(record_path(label, row["name"]).read_text()))
+    records = [_read_record(record_path(label, row["name"])) for label in labels.values() for row in rows]
     points = pd.DataFrame([p for r in records for p in r["points"]], columns=POINTS_COLUMNS)
     pairs = pd.DataFrame([{k: r.get(k, float("nan")) for k in PAIRS_COLUMNS} for r in records], columns=PAIRS_COLUMNS)
     atomic_to_csv(pairs, out / "pairs.csv")
     atomic_to_csv(points, out / "points.csv")
-    write_summary(pairs, out, _data_notes(manifest, config.benchmark_size) + list(config.notes) + [note])
+    write_summary(pairs, out, data_notes(manifest, config.benchmark_size, config.data_label) + list(config.notes) + [note])
     plot_success_rate(pairs, out / "success_rate.png")
     pairs.attrs["records"] = {"reused": reused, "new": len(tasks) - len(stale), "recomputed": len(stale),
                               "reasons": stale}

@@ -6,6 +6,7 @@ A record of ``OUT/records/<method>/<pair>.json`` carries ``fingerprint = {"parts
 - ``pair``: the pair's name and files (fixed, moving, mask, control-point file: resolved path,
   size in bytes, ``mtime_ns``) and a sha256 of its control points;
 - ``benchmark_size``: longest side, px, of the images every method registered;
+- ``decoding``: how the pair's images were decoded (:data:`DECODING`);
 - ``method``: the method spec and its settings (:func:`method_parts`; a method built by
   :func:`firereg.pipelines.method_specs.make_any_method` carries its own, with the checkpoint's
   content hash: :func:`firereg.pipelines.method_specs.method_fingerprint`);
@@ -37,6 +38,11 @@ __all__ = [
     "record_fingerprint",
     "stale_reason",
 ]
+
+#: how the benchmark decodes a pair's images (:func:`firereg.evaluation.benchmark.load_pair`): at a
+#: reduced size (JPEG draft / PIL reduce by 2, 4 or 8) where the benchmark size allows; records
+#: computed from full-size decoding carry no such part and are recomputed
+DECODING = "reduced to the benchmark size (JPEG draft / PIL reduce by 2, 4, 8)"
 
 #: (resolved path, size, mtime_ns) → sha256, so one run hashes a checkpoint once
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
@@ -141,6 +147,7 @@ def record_fingerprint(method: dict, row: Mapping, root: str | Path | None, benc
         "data": str(Path(root).resolve()) if root else None,
         "pair": pair_parts(row, root),
         "benchmark_size": int(benchmark_size),
+        "decoding": DECODING,
         "method": method,
         "firereg": firereg.__version__,
     })

@@ -20,13 +20,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
+
+from firereg.transforms.io import PHOTO_EXTENSIONS, image_size
 
 __all__ = [
     "CATEGORIES",
+    "FIRE_PAIRS",
     "KNOWN_BAD_PAIRS",
     "FireFormatError",
     "read_control_points",
+    "is_fire_file_set",
     "read_fire",
 ]
 
@@ -34,7 +37,31 @@ CATEGORIES = ("S", "P", "A")
 #: pairs whose ground truth the community excludes (see DESIGN.md)
 KNOWN_BAD_PAIRS = ("P37",)
 
-_IMAGE_RE = re.compile(r"^(?P<pair>[A-Za-z]+\d+)_(?P<index>[12])\.(?P<ext>jpe?g|png|tif|tiff)$", re.IGNORECASE)
+_IMAGE_RE = re.compile(
+    r"^(?P<pair>[A-Za-z]+\d+)_(?P<index>[12])(?P<ext>"
+    + "|".join(re.escape(ext) for ext in PHOTO_EXTENSIONS)
+    + ")$",
+    re.IGNORECASE,
+)
+
+
+#: FIRE's pairs: S01-S71, P01-P49, A01-A14 (134 control-point files, two images each)
+FIRE_PAIRS = frozenset(
+    f"{category}{number:02d}" for category, count in (("S", 71), ("P", 49), ("A", 14)) for number in range(1, count + 1)
+)
+
+
+def is_fire_file_set(root: str | Path) -> bool:
+    """Whether ``root`` holds FIRE's file set: exactly FIRE's 134 control-point files, and both
+    JPEG images of each of those pairs (no other ``<pair>_1/_2`` images)."""
+    root = Path(root)
+    if not ((root / "Ground Truth").is_dir() and (root / "Images").is_dir()):
+        return False
+    truth = {p.name for p in (root / "Ground Truth").glob("control_points_*_1_2.txt")}
+    if truth != {f"control_points_{name}_1_2.txt" for name in FIRE_PAIRS}:
+        return False
+    images = {p.name for p in (root / "Images").iterdir() if re.match(r"^[A-Za-z]+\d+_[12]\.", p.name)}
+    return images == {f"{name}_{i}.jpg" for name in FIRE_PAIRS for i in (1, 2)}
 
 
 class FireFormatError(ValueError):
@@ -116,24 +143,32 @@ def read_control_points(
 
 def _image_size(path: Path) -> tuple[int, int]:
     try:
-        with Image.open(path) as im:
-            return im.size
-    except Exception as err:  # PIL raises several types for unreadable files
-        raise FireFormatError(f"cannot read image {path}: {err}") from None
+        return image_size(path)
+    except ValueError as err:
+        raise FireFormatError(str(err)) from None
 
 
 def _pair_images(images_dir: Path) -> dict[str, dict[str, Path]]:
     """``{pair: {"1": fixed image, "2": moving image}}`` of FIRE's ``Images/`` folder, checked.
 
     Raises:
-        FireFormatError: naming the folder without images, an image without its partner, or
-            one whose pair name does not start with S, P or A.
+        FireFormatError: naming the folder without images, an image without its partner, two
+            files for one image (``S01_1.jpg`` and ``S01_1.png``: both named), or one whose pair
+            name does not start with S, P or A.
     """
     images: dict[str, dict[str, Path]] = {}
     for path in sorted(images_dir.iterdir()):
         match = _IMAGE_RE.match(path.name)
-        if match is not None:
-            images.setdefault(match["pair"].upper(), {})[match["index"]] = path
+        if match is None:
+            continue
+        parts = images.setdefault(match["pair"].upper(), {})
+        other = parts.get(match["index"])
+        if other is not None:
+            raise FireFormatError(
+                f"two files for image {match['pair'].upper()}_{match['index']} in {images_dir}: {other.name} and "
+                f"{path.name}; keep one"
+            )
+        parts[match["index"]] = path
     if not images:
         raise FireFormatError(f"no FIRE images (<pair>_1.jpg, <pair>_2.jpg) in {images_dir}")
     for name in sorted(images):

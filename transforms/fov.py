@@ -14,6 +14,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from firereg.transforms.io import reduction_factor
+
 __all__ = ["estimate_fov_mask", "field_of_view", "read_mask"]
 
 
@@ -90,22 +92,38 @@ def field_of_view(image: np.ndarray, mask: np.ndarray | None = None, erode_px: i
     return fov
 
 
-def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
+def read_mask(path: str | Path, shape: tuple[int, int] | None = None, max_side: int | None = None) -> np.ndarray:
     """Read a mask image (FIRE's ``Masks/mask.png``) as a boolean (H, W) array, row-major.
 
     Args:
-        path: mask file; any non-zero pixel is inside.
-        shape: expected ``(H, W)``; checked when given.
+        path: mask file (any bit depth or colour mode); any non-zero sample is inside.
+        shape: expected full-resolution ``(H, W)``; checked when given.
+        max_side: longest side, px, the caller needs: the mask is reduced by the same factor
+            :func:`firereg.transforms.io.read_rgb` reduces its image by
+            (:func:`firereg.transforms.io.reduction_factor`; a reduced pixel is inside when most of
+            its k x k block is). None: full resolution.
 
     Raises:
         FileNotFoundError: naming ``path`` if it does not exist.
-        ValueError: naming ``path`` if its shape differs from ``shape``.
+        ValueError: naming ``path`` if it cannot be read, is empty (no pixel inside: every
+            method would fail on it) or its shape differs from ``shape``.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"mask file not found: {path}")
-    with Image.open(path) as im:
-        mask = np.asarray(im.convert("L")) > 0
+    try:
+        with Image.open(path) as im:
+            flat = im.mode in ("1", "L", "I", "F") or im.mode.startswith("I;16")
+            values = np.asarray(im if flat else im.convert("RGB"))
+    except Exception as err:  # PIL raises several types for unreadable files
+        raise ValueError(f"cannot read mask {path}: {err}") from None
+    mask = values != 0 if values.ndim == 2 else (values != 0).any(axis=2)
     if shape is not None and mask.shape != tuple(shape):
         raise ValueError(f"mask {path} has shape {mask.shape}, expected {tuple(shape)}")
+    if not mask.any():
+        raise ValueError(f"mask {path} is empty (all black): no pixel lies inside the field of view")
+    k = reduction_factor(mask.shape[::-1], max_side)
+    if k > 1:
+        h, w = mask.shape
+        mask = mask.reshape(h // k, k, w // k, k).mean(axis=(1, 3)) >= 0.5
     return mask

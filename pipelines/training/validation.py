@@ -41,8 +41,10 @@ def validate_network(
     Every pair goes through ``score_pair(ResizedMethod(DeepMethod.from_network(net, model_type,
     network_size, channel), benchmark_size), ...)`` (see the module docstring), so the numbers
     are those of ``firereg benchmark --size benchmark_size`` on the network's checkpoint; a pair
-    whose registration fails counts as failed (infinite error). A network on another device
-    is scored by a CPU copy (the registration interface works on CPU arrays).
+    whose registration fails, or that cannot be read (a truncated image, a corrupt or empty
+    mask: the reason names the file), counts as failed (infinite error) and the validation goes
+    on, so a damaged file never loses the epoch. A network on another device is scored by a CPU
+    copy (the registration interface works on CPU arrays).
 
     Args:
         net: the network (its train/eval mode is restored afterwards).

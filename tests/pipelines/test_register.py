@@ -180,8 +180,8 @@ def test_register_errors_are_clear(photo_pair, tmp_path, retina_photo):
         register_pair(root / "fixed.png", root / "moving.png", tmp_path / "no_such.pt", tmp_path / "o")
     with pytest.raises(FileNotFoundError, match="nopoints.txt"):
         register_pair(root / "fixed.png", root / "moving.png", pair["ckpt"], tmp_path / "o", points_path=tmp_path / "nopoints.txt")
-    with pytest.raises(ValueError, match=r"\.bmp.*\.jpg \.jpeg \.png \.tif \.tiff"):
-        register_pair(tmp_path / "image.bmp", root / "moving.png", pair["ckpt"], tmp_path / "o")
+    with pytest.raises(ValueError, match=r"\.gif.*\.jpg \.jpeg \.png \.tif \.tiff \.bmp"):
+        register_pair(tmp_path / "image.gif", root / "moving.png", pair["ckpt"], tmp_path / "o")
     with pytest.raises(ValueError, match=r"'\.nii\.gz' \(NIfTI volumes: firereg\.pipelines\.fields_io\.read_nifti\)"):
         read_rgb(tmp_path / "image.nii.gz")
     bad = tmp_path / "three.txt"

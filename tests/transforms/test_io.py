@@ -132,7 +132,7 @@ def test_read_rgb_missing_file_is_named(tmp_path):
         read_rgb(missing)
 
 
-@pytest.mark.parametrize("name", ["scan.bmp", "volume.nii.gz", "noext"])
+@pytest.mark.parametrize("name", ["scan.gif", "volume.nii.gz", "noext"])
 def test_read_rgb_unsupported_type_lists_supported(tmp_path, name):
     path = tmp_path / name
     path.write_bytes(b"whatever")
