@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 from scipy.ndimage import map_coordinates
 
+from firereg.evaluation.sanity import check_inputs, check_result, images_identical
 from firereg.transforms.coords import scale_points, size_of
 
 __all__ = [
@@ -229,6 +230,12 @@ class RegistrationMethod(Protocol):
 class ResizedMethod:
     """Run ``method`` at the benchmark size and answer in full-resolution pixels.
 
+    Every registration is checked (:mod:`firereg.evaluation.sanity`): inputs without usable
+    content (blank, flat or all masked) and results that are no real registration
+    (non-finite, folded, degenerate, or the identity on images that differ) raise
+    :class:`firereg.evaluation.sanity.RegistrationFailed` with the reason. A method whose
+    ``identity_by_design`` attribute is true (the identity baseline) may return the identity.
+
     Args:
         method: the method to run.
         benchmark_size: longest side, pixels, of the images ``method`` is given (a deep
@@ -264,7 +271,16 @@ class ResizedMethod:
         fixed_mask: np.ndarray | None = None,
         moving_mask: np.ndarray | None = None,
     ) -> RegistrationResult:
-        inner = self.method.register(
-            self._resize(fixed), self._resize(moving), self._resize(fixed_mask), self._resize(moving_mask)
-        )
+        """Register at the benchmark size; see :meth:`RegistrationMethod.register` for the arguments.
+
+        Raises:
+            RegistrationFailed: (:mod:`firereg.evaluation.sanity`) when an image has no usable
+                content or the result is no real registration; the message is the reason.
+            ValueError: if a mask's shape differs from its image's.
+        """
+        images = [self._resize(fixed), self._resize(moving)]
+        masks = [self._resize(fixed_mask), self._resize(moving_mask)]
+        fixed_fov = check_inputs(*images, *masks)
+        inner = self.method.register(*images, *masks)
+        check_result(inner, fixed_fov, images_identical(*images), bool(getattr(self.method, "identity_by_design", False)))
         return ScaledResult(inner, fixed.shape[:2], moving.shape[:2])

@@ -13,6 +13,7 @@ from firereg.transforms.fire_reader import read_fire
 
 class Identity:
     name = "identity"
+    identity_by_design = True  # the identity on purpose: not a failed registration (evaluation/sanity.py)
 
     def register(self, fixed, moving, fixed_mask=None, moving_mask=None):
         return MatrixResult(np.eye(3), fixed.shape[:2], moving.shape[:2])
@@ -48,6 +49,7 @@ class Counting:
     """Identity that counts calls and can be told to 'die' (like a kill) after N pairs."""
 
     name = "counting"
+    identity_by_design = True
     calls: list[int] = []
     die_after: int | None = None
 
@@ -82,9 +84,9 @@ def test_outputs_failed_method_and_rescoring(manifest, tmp_path, monkeypatch):
 
     original = bench.load_pair
 
-    def load_pair(row):
+    def load_pair(row, **kwargs):
         oracle.current = (np.asarray(row["fixed_points"]), np.asarray(row["moving_points"]))
-        return original(row)
+        return original(row, **kwargs)
 
     monkeypatch.setattr(bench, "load_pair", load_pair)
     out = tmp_path / "bench"

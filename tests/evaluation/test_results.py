@@ -63,7 +63,7 @@ def test_resized_method_gives_the_method_benchmark_size_images():
             seen.append((fixed.shape, fixed_mask.shape, fixed_mask.dtype))
             return MatrixResult(np.eye(3), fixed.shape[:2], moving.shape[:2])
 
-    image = np.zeros((200, 300, 3), dtype=np.uint8)
+    image = np.random.default_rng(0).integers(0, 256, (200, 300, 3), dtype=np.uint8)  # content: not blank
     mask = np.ones((200, 300), dtype=bool)
     result = ResizedMethod(Spy(), benchmark_size=150).register(image, image, mask, mask)
     assert seen == [((100, 150, 3), (100, 150), np.dtype(bool))]

@@ -180,8 +180,9 @@ def test_affine_similarity_training_recovers_a_shift(tmp_path):
     config = TrainConfig(model="affine", size=128, augment=False, lr=1e-4, affine_supervision="similarity",
                          estimator="regression")
     before, after = _train_on_pair(root, config, steps=40)
-    assert before == pytest.approx(math.hypot(12, 8), abs=0.1)
-    assert after < 0.25 * before, (before, after)
+    # the untrained regression heads give exactly the identity on images that differ: an honest failure
+    assert before == math.inf
+    assert after < 0.25 * math.hypot(12, 8), (before, after)
 
 
 def test_matching_affine_training_recovers_a_large_shift(tmp_path):
