@@ -8,7 +8,11 @@ from typing import Annotated
 import typer
 
 from firereg.pipelines.cli.errors import user_errors
-from firereg.pipelines.cli.options import DataOption, IncludeP37Option
+from firereg.pipelines.cli.options import (
+    DataOption,
+    IncludeP37Option,
+    check_output_folder,
+)
 
 __all__ = ["DEFAULT_METHODS", "benchmark"]
 
@@ -34,6 +38,11 @@ def benchmark(
     split_file: Annotated[Path | None, typer.Option("--split", help="Split CSV (firereg split); with --subset.")] = None,
     subset: Annotated[str, typer.Option(help="Pairs to use: all, train or validation (needs --split).")] = "all",
     include_p37: IncludeP37Option = False,
+    data_label: Annotated[
+        str | None,
+        typer.Option(help="What the data is, for summary.md (e.g. 'real FIRE'); default: 'real FIRE' only for "
+                          "FIRE's own file set, generated data by its generator.json, else 'FIRE-layout folder'."),
+    ] = None,
 ) -> None:
     """Register every pair with each method and score it with the FIRE landmark protocol."""
     from firereg.evaluation.benchmark import BenchmarkConfig, run_benchmark
@@ -42,6 +51,7 @@ def benchmark(
     from firereg.transforms.fire_reader import read_fire
     from firereg.transforms.splits import read_split, select_split
 
+    check_output_folder(out, "--out")
     specs = parse_method_list(methods)  # bad specs and clashing labels fail before any work
     if workers < 1 or size < 16:
         raise ValueError(f"need --workers >= 1 and --size >= 16, got {workers} and {size}")
@@ -52,7 +62,7 @@ def benchmark(
             raise ValueError(f"--subset {subset} needs --split FILE")
         manifest = select_split(manifest, read_split(split_file), subset)
         notes.append(f"subset: {subset} pairs of {split_file}")
-    config = BenchmarkConfig(methods=specs, benchmark_size=size, workers=workers, notes=notes)
+    config = BenchmarkConfig(methods=specs, benchmark_size=size, workers=workers, notes=notes, data_label=data_label)
     run_benchmark(manifest, config, out, factory=make_any_method)
     typer.echo((out / "summary.md").read_text())
     typer.echo(f"results in {out}: pairs.csv, points.csv, summary.csv, summary.md, success_rate.png, overlays/")

@@ -10,8 +10,10 @@ import typer
 
 __all__ = ["USER_ERRORS", "root_cause", "user_errors"]
 
-#: errors that mean bad input: shown as one line, exit code 2, no traceback
-USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, RuntimeError)
+#: errors that mean bad input: shown as one line, exit code 2, no traceback; the file-system ones
+#: (a path below a file, a folder where a file belongs, no permission) name the path in their message
+USER_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError,
+               ValueError, RuntimeError)
 
 
 def root_cause(err: BaseException) -> BaseException:
@@ -34,6 +36,9 @@ def root_cause(err: BaseException) -> BaseException:
 def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     """Decorate a command so that :data:`USER_ERRORS` print ``error: <message>`` on stderr and exit with code 2.
 
+    ``typer.Exit`` and ``typer.Abort`` (RuntimeErrors too) pass through: a command may end with
+    an exit code of its own (``summary --check`` exits with 1 when the folder has problems).
+
     Args:
         func: the command function.
 
@@ -45,6 +50,8 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except (typer.Exit, typer.Abort):  # a command's own exit code (both are RuntimeErrors)
+            raise
         except USER_ERRORS as err:
             typer.echo(f"error: {root_cause(err)}", err=True)
             raise typer.Exit(code=2) from None

@@ -8,7 +8,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from firereg.pipelines.cli.errors import user_errors
-from firereg.pipelines.cli.options import DataOption, IncludeP37Option
+from firereg.pipelines.cli.options import (
+    DataOption,
+    IncludeP37Option,
+    check_output_folder,
+)
 
 if TYPE_CHECKING:
     from firereg.pipelines.training import TrainConfig
@@ -37,6 +41,7 @@ def make_patches_command(
     from firereg.transforms.fire_reader import read_fire
     from firereg.transforms.splits import read_split, select_split
 
+    check_output_folder(out, "--out")
     manifest = read_fire(resolve_data(data), exclude_known_bad=not include_p37)
     if split_file is not None:
         manifest = select_split(manifest, read_split(split_file), "train")
@@ -100,6 +105,11 @@ def train_command(
     budget_minutes: Annotated[
         float | None, typer.Option("--budget-minutes", help="Stop cleanly after this wall-clock time (saves, validates).")
     ] = None,
+    budget_steps: Annotated[
+        int | None,
+        typer.Option("--budget-steps", help="Stop cleanly after this many optimiser steps in total, over all resumed "
+                                            "sessions (the same model on any machine; with --threads 1)."),
+    ] = None,
     integration_steps: Annotated[
         int | None, typer.Option("--integration-steps", help="VoxelMorph: scaling-and-squaring steps (0 = plain DDF).")
     ] = None,
@@ -131,10 +141,11 @@ def train_command(
         "benchmark_size": benchmark_size, "channel": channel,
         "lam": lam, "similarity": similarity, "smoothness": smoothness, "affine_supervision": affine_supervision,
         "augment": augment, "seed": seed, "checkpoint_every": checkpoint_every, "budget_minutes": budget_minutes,
-        "integration_steps": integration_steps, "patches": str(patches) if patches is not None else None,
+        "budget_steps": budget_steps, "integration_steps": integration_steps, "patches": str(patches) if patches is not None else None,
         "estimator": estimator, "self_pairs": self_pairs, "repeats": repeats, "affine_warmup": affine_warmup,
     }
     given = {k: v for k, v in given.items() if v is not None}
+    check_output_folder(out, "--out")
     base = TrainConfig()
     if resume:
         base, data = _resumed(out, data, budget_minutes)

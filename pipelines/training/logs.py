@@ -6,8 +6,11 @@
 - ``tb/``: TensorBoard scalars, per step (``train/*``) and per validation (``epoch/*``,
   ``val/*``), x axis = global step.
 
-On resume the rows written after the checkpoint (before a kill) are dropped
-(:func:`truncate_logs`), and TensorBoard purges the steps after it.
+Step numbers never repeat in either file. A fresh run starts both afresh (a folder where an
+earlier attempt crashed before its first ``last.pt`` may hold its rows) and TensorBoard purges
+every earlier step. On resume the rows written after the checkpoint (before a kill) are dropped
+(:func:`truncate_logs`), as are a row a kill cut short and, where a file already repeats step
+numbers, all but the latest rows of each; TensorBoard purges the steps after the checkpoint.
 """
 
 from __future__ import annotations
@@ -77,16 +80,36 @@ def _append_row(path: Path, columns: Sequence[str], row: Mapping) -> None:
         handle.flush()
 
 
+def _complete(row: dict, header: Sequence[str]) -> bool:
+    """Whether a log row has every column and an integer ``global_step`` (a kill can cut the last row short)."""
+    return all(row.get(c) is not None for c in header) and str(row.get("global_step", "")).isdigit()
+
+
+def _latest_increasing(rows: list[dict]) -> list[dict]:
+    """The rows with strictly increasing ``global_step``, keeping the latest where steps repeat.
+
+    Walking back from the last row, a row is kept if its step comes before the step of the row
+    kept after it: in a log where a restarted run wrote steps 1, 2 again after 1, 2, 3 of a crashed
+    attempt, the restarted run's rows remain.
+    """
+    kept: list[dict] = []
+    for row in reversed(rows):
+        if not kept or int(row["global_step"]) < int(kept[-1]["global_step"]):
+            kept.append(row)
+    return kept[::-1]
+
+
 def _truncate_csv(path: Path, keep: Callable[[dict], bool]) -> None:
-    """Keep only the rows of a log for which ``keep`` holds (rewritten atomically)."""
+    """Keep only the complete rows of a log for which ``keep`` holds, steps strictly increasing (rewritten atomically)."""
     if not path.is_file():
         return
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle)
         header = reader.fieldnames
-        rows = [r for r in reader if keep(r)]
+        rows = [r for r in reader if header and _complete(r, header) and keep(r)]
     if not header:
         return
+    rows = _latest_increasing(rows)
     with atomic_output(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=header)
         writer.writeheader()
@@ -96,10 +119,13 @@ def _truncate_csv(path: Path, keep: Callable[[dict], bool]) -> None:
 def truncate_logs(out: Path, epoch: int, global_step: int) -> None:
     """Drop the log rows a checkpoint at (``epoch``, ``global_step``) has not seen (written after it, before a kill).
 
-    ``log.csv`` keeps its ``budget`` rows and the ``epoch`` rows of earlier epochs;
-    ``train_steps.csv`` keeps the steps up to ``global_step``. Both are rewritten atomically.
+    ``log.csv`` keeps its ``budget`` rows up to ``global_step`` and the ``epoch`` rows of earlier
+    epochs; ``train_steps.csv`` keeps the steps up to ``global_step``. Rows cut short are dropped
+    and step numbers made strictly increasing (the latest row of a repeated step kept). Both are
+    rewritten atomically.
     """
-    _truncate_csv(out / "log.csv", lambda r: r.get("event") != "epoch" or int(r["epoch"]) < epoch)
+    _truncate_csv(out / "log.csv", lambda r: int(r["global_step"]) <= global_step
+                  and (r.get("event") != "epoch" or int(r["epoch"]) < epoch))
     _truncate_csv(out / "train_steps.csv", lambda r: int(r["global_step"]) <= global_step)
 
 
@@ -110,7 +136,8 @@ class RunLogs:
         out: the run folder.
         enabled: write (rank 0) or not.
         resumed_at: the global step of the checkpoint a resumed run starts from (TensorBoard
-            drops its later steps); None for a fresh run.
+            drops its later steps); None for a fresh run, which removes the ``log.csv`` and
+            ``train_steps.csv`` an earlier attempt left and has TensorBoard drop all its steps.
     """
 
     def __init__(self, out: Path, enabled: bool = True, resumed_at: int | None = None) -> None:
@@ -120,7 +147,10 @@ class RunLogs:
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(out / "tb"), purge_step=resumed_at + 1 if resumed_at is not None else None)
+            if resumed_at is None:  # fresh: nothing of an earlier attempt belongs to this run
+                self.log_path.unlink(missing_ok=True)
+                self.steps_path.unlink(missing_ok=True)
+            self.writer = SummaryWriter(str(out / "tb"), purge_step=resumed_at + 1 if resumed_at is not None else 0)
 
     def scalar(self, tag: str, value: float, global_step: int) -> None:
         """One TensorBoard scalar."""

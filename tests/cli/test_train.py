@@ -62,3 +62,16 @@ def test_cli_make_patches(fire_data, tmp_path):
     result = runner.invoke(app, ["make-patches", "--data", str(fire_data), "--out", str(out), "--patch-size", "200",
                                  "--size", "128"])
     assert result.exit_code == 2 and result.stderr.startswith("error: ") and "patch_size" in result.stderr
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_cli_train_budget_steps_stops_after_that_many_steps(fire_data, tmp_path):
+    from firereg.pipelines.checkpoints import load_checkpoint
+
+    out = tmp_path / "run"
+    args = ["train", "--data", str(fire_data), "--out", str(out), "--model", "voxelmorph", "--epochs", "50",
+            "--size", "64", "--benchmark-size", "96", "--budget-steps", "2", "--no-progress", "--threads", "1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(out / "last.pt")["global_step"] == 2
+    assert run_config(out).budget_steps == 2
