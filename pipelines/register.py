@@ -1,13 +1,24 @@
-"""Register one image pair with a trained network and write everything a person needs.
+"""Register one image pair with any benchmark method and write everything a person needs.
 
-``register_pair`` (and ``firereg register FIXED MOVING --model RUN --out DIR``) writes:
+:func:`register_images` (``firereg register FIXED MOVING --method SPEC --out DIR``; ``--model RUN``
+stands for the spec ``TYPE:RUN``, :func:`model_spec`) registers with the method of a spec
+(:mod:`firereg.pipelines.method_specs`) at the benchmark's working size (:class:`ResizedMethod`,
+longest side ``size`` px, default :data:`DEFAULT_SIZE`) and writes, in full-resolution pixels:
 
-- ``warped.png``: the moving image resampled onto the fixed grid (RGB, full resolution,
-  bilinear, zero outside the moving image);
-- ``field.nii.gz`` and ``field.npy``: the full-resolution displacement field (see below);
+- ``warped.png``: the moving image resampled onto the fixed grid (RGB, bilinear, zero outside);
+- ``field.nii.gz`` and ``field.npy``: the dense displacement field of the transform (see below;
+  for a matrix method, computed from its sampling grid);
 - ``checkerboard.png`` and ``overlay.png``: fixed vs warped moving (previews, longest side
   at most 1024 px; overlay: fixed magenta, warped green, aligned vessels grey);
-- ``points_mapped.csv`` when control points are given (see :func:`register_pair`).
+- ``points_mapped.csv`` when control points are given (see :func:`points_table`);
+- ``transform.json``: method spec, label, status, seconds (registration only), working size,
+  fixed/moving sizes ``[W, H]``, ``kind`` (``field``, ``affine`` or ``homography``) and, for a
+  matrix, ``matrix`` (3×3, fixed ``(x, y, 1)`` → moving, full-resolution px) and ``inverse``;
+  ``fingerprint``: the method's settings as the benchmark's records hold them.
+
+A method that fails (raises, or maps to non-finite positions) raises :class:`RegistrationFailed`
+before anything is written. :func:`register_pair` is the older entry point for a checkpoint at
+the images' own size (no ``transform.json``); ``firereg register --pairs`` registers a FIRE folder.
 
 The displacement field — units and direction
 --------------------------------------------
@@ -21,76 +32,66 @@ it is *not* the inverse (moving → fixed) map.
   ``descrip`` header says ``ddf px fixed->moving: p_moving=p_fixed+u; c0=dx c1=dy``.
 
 Both load with :func:`firereg.pipelines.fields_io.load_field`, and
-``DisplacementFieldResult(load_field(path))`` maps fixed points exactly as the network's
-result does at the pixels (between pixels it interpolates the field bilinearly).
+``DisplacementFieldResult(load_field(path))`` maps fixed points as the method's result does
+at the pixels (between pixels it interpolates the field bilinearly).
 
-NIfTI images (``.nii`` / ``.nii.gz``, 2D or 3D)
------------------------------------------------
-When both images are NIfTI files, :func:`register_nifti_pair` is used instead (brain MRI,
-e.g. with the ``model.pt`` of ``firereg brain``, or any VoxelMorph checkpoint of the right
-dimension). The images must have the same shape and the same affine (resample the moving
-image onto the fixed grid first, e.g. with ``nilearn.image.resample_to_img``): the network
-registers arrays voxel by voxel. It writes:
-
-- ``warped.nii.gz``: the moving image (its original intensities) resampled onto the fixed
-  grid — trilinear (bilinear in 2D), zero outside — with the FIXED image's shape, affine
-  and geometry codes, so it overlays the fixed image in any viewer;
-- ``field.nii.gz``: the fixed → moving displacement in MILLIMETRES along the world axes of
-  the fixed image's affine (NIfTI world = RAS+): the fixed voxel at world position ``x``
-  corresponds to the moving-image position ``x + u(x)``; vector image ``(X, Y, Z, 1, 3)``
-  (``Z = 1`` in 2D), components ``[ux, uy, uz]``, the fixed affine
-  (:func:`firereg.pipelines.fields_io.save_world_field`; ITK/ANTs use LPS: negate ``ux``, ``uy``);
-- ``ddf_voxels.npy``: the same field as a MONAI DDF in fixed VOXELS, float32
-  ``(D, *spatial)``, channel ``n`` = displacement along array axis ``n``
-  (``warped(p) = moving(p + ddf(p))``);
-- ``overlay.png``: fixed (magenta) and warped moving (green) on the middle slice.
-
-Images are resampled to the checkpoint's working shape (``shape`` of a ``firereg brain``
-checkpoint, else ``size`` along every axis) and scaled to [0, 1] (min-max) for the network;
-the field is resampled back to the full grid.
+NIfTI images (``.nii`` / ``.nii.gz``): :mod:`firereg.pipelines.register_nifti`
+(:func:`register_nifti_pair`, used by :func:`register_images` and :func:`register_pair`).
 """
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
-import torch
-import torch.nn.functional as F
 
+from firereg.evaluation.benchmark import BenchmarkConfig
 from firereg.evaluation.report.figures import checkerboard, colour_overlay, save_png
-from firereg.evaluation.results import RegistrationResult
-from firereg.pipelines.checkpoints import load_model
-from firereg.pipelines.fields_io import (
-    FIELD_DESCRIPTION,
-    is_nifti,
-    read_nifti,
-    save_field,
-    save_nifti_image,
-    save_world_field,
+from firereg.evaluation.results import (
+    MatrixResult,
+    RegistrationMethod,
+    RegistrationResult,
+    ResizedMethod,
+    ScaledResult,
 )
+from firereg.evaluation.sanity import RegistrationFailed
+from firereg.pipelines.checkpoints import load_checkpoint
+from firereg.pipelines.fields_io import FIELD_DESCRIPTION, is_nifti, save_field
 from firereg.pipelines.inference.deep_method import DeepMethod
-from firereg.pipelines.inference.refine import (
-    RefineConfig,
-    fundus_refinement,
-    refine_ddf,
+from firereg.pipelines.inference.refine import fundus_refinement
+from firereg.pipelines.method_specs import (
+    DEFAULT_TTO_STEPS,
+    make_any_method,
+    parse_method_spec,
 )
-from firereg.pipelines.nn.fields import resample_ddf
-from firereg.pipelines.nn.losses import LossConfig
-from firereg.transforms.brain_data import normalize_minmax
-from firereg.transforms.brain_data import warp as warp_image
-from firereg.transforms.coords import xy_to_yx
+from firereg.pipelines.nn.networks import MODEL_TYPES
+from firereg.pipelines.register_nifti import predict_nifti_ddf, register_nifti_pair
+from firereg.transforms.coords import size_of
 from firereg.transforms.fire_reader import read_control_points
-from firereg.transforms.io import atomic_output, atomic_to_csv, read_rgb
+from firereg.transforms.io import atomic_to_csv, atomic_write_text, read_rgb
 
 __all__ = [
+    "DEFAULT_SIZE",
+    "RegistrationFailed",
+    "full_resolution_matrix",
+    "model_spec",
     "points_table",
-    "register_pair",
+    "OUTPUT_NAMES",
+    "register_arrays",
+    "register_fire_folder",
+    "register_images",
     "register_nifti_pair",
+    "register_pair",
     "predict_nifti_ddf",
+    "write_outputs",
 ]
+
+#: working size (longest side, px) of ``firereg register``: the benchmark's default
+DEFAULT_SIZE = BenchmarkConfig.benchmark_size
 
 
 def _field_from_grid(map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
@@ -146,6 +147,216 @@ def _check_sizes(fixed: np.ndarray, moving: np.ndarray, fixed_path: Path, moving
         )
 
 
+def _scaling(from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:
+    """The 3×3 matrix of :func:`firereg.transforms.coords.scale_points` from ``from_size`` to ``to_size`` (W, H)."""
+    r = np.asarray(to_size, dtype=np.float64) / np.asarray(from_size, dtype=np.float64)
+    return np.array([[r[0], 0.0, 0.5 * r[0] - 0.5], [0.0, r[1], 0.5 * r[1] - 0.5], [0.0, 0.0, 1.0]])
+
+
+def full_resolution_matrix(result: RegistrationResult) -> np.ndarray | None:
+    """The 3×3 matrix mapping fixed ``(x, y, 1)`` to moving pixels of ``result``, or None for a dense field.
+
+    Unwraps :class:`ScaledResult` layers (the working sizes of :class:`ResizedMethod` and of a
+    network) around a :class:`MatrixResult`, so the matrix is in the pixels ``result`` answers in.
+    """
+    if isinstance(result, MatrixResult):
+        return result.matrix.copy()
+    if isinstance(result, ScaledResult):
+        inner = full_resolution_matrix(result.inner)
+        if inner is None:
+            return None
+        full_f, full_m = size_of(result.fixed_shape), size_of(result.moving_shape)
+        work_f, work_m = size_of(result.inner.fixed_shape), size_of(result.inner.moving_shape)
+        return np.linalg.inv(_scaling(full_m, work_m)) @ inner @ _scaling(full_f, work_f)
+    return None
+
+
+def _transform_record(result: RegistrationResult, method: RegistrationMethod, size: int, seconds: float) -> dict:
+    """The content of ``transform.json`` (see the module doc)."""
+    fingerprint = getattr(method, "fingerprint", None) or {}
+    record = {
+        "method": fingerprint.get("spec", method.name), "label": method.name, "status": "ok",
+        "seconds": round(seconds, 4), "working_size": size,
+        "fixed_size": list(size_of(result.fixed_shape)), "moving_size": list(size_of(result.moving_shape)),
+        "field": "field.nii.gz / field.npy: fixed -> moving, full-resolution px (p_moving = p_fixed + u)",
+    }
+    matrix = full_resolution_matrix(result)
+    if matrix is None:
+        record["kind"] = "field"
+    else:
+        matrix = matrix / matrix[2, 2]
+        record["kind"] = "affine" if np.allclose(matrix[2, :2], 0.0, atol=1e-12) else "homography"
+        record["matrix"] = matrix.tolist()
+        record["matrix_convention"] = "fixed (x, y, 1) -> moving (x, y, w) / w, full-resolution px"
+        if result.invertible:
+            inverse = np.linalg.inv(matrix)
+            record["inverse"] = (inverse / inverse[2, 2]).tolist()
+    if fingerprint:
+        record["fingerprint"] = fingerprint
+    return record
+
+
+def register_arrays(
+    method: RegistrationMethod,
+    fixed: np.ndarray,
+    moving: np.ndarray,
+    size: int,
+    masks: tuple[np.ndarray | None, np.ndarray | None] = (None, None),
+    points: tuple[np.ndarray, np.ndarray | None] | None = None,
+) -> dict:
+    """Register at working size ``size`` (:class:`ResizedMethod`) and compute every output in memory.
+
+    Args:
+        method: the registration method (not yet resized).
+        fixed, moving: row-major (H, W, 3) uint8 images of one size, full resolution.
+        size: working size, longest side in px (the benchmark's ``--size``).
+        masks: fixed and moving field-of-view masks (None: the method estimates them).
+        points: ``(fixed_points, moving_points or None)``, (N, 2) ``(x, y)`` full-resolution px.
+
+    Returns:
+        ``result``, ``warped`` (RGB, fixed grid), ``field`` ((2, H, W) px, fixed → moving),
+        ``checkerboard``, ``overlay``, ``points`` (:func:`points_table` or None), ``transform``
+        (the ``transform.json`` content) and ``seconds`` (registration only).
+
+    Raises:
+        RegistrationFailed: (:mod:`firereg.evaluation.sanity`) when :class:`ResizedMethod`'s checks
+            refuse the inputs or the result, or the method raises (``"<error type>: <message>"``) or
+            maps the fixed grid or the points to non-finite positions.
+    """
+    wrapped = ResizedMethod(method, size)
+    try:
+        start = time.perf_counter()
+        result = wrapped.register(fixed, moving, *masks)
+        seconds = time.perf_counter() - start
+        map_x, map_y = result.sampling_grid()  # computed once: it is the costly part at full resolution
+        if not (np.isfinite(map_x).all() and np.isfinite(map_y).all()):
+            raise RuntimeError("the method maps part of the fixed image to non-finite positions")
+        table = points_table(result, *points) if points is not None else None
+        if table is not None and not np.isfinite(table.drop(columns="point").to_numpy()).all():
+            raise RuntimeError("the method mapped control points to non-finite positions")
+    except RegistrationFailed:  # ResizedMethod's checks: the message is the reason
+        raise
+    except Exception as err:  # a method's failure is a result (FIRE protocol: failed), not a crash
+        raise RegistrationFailed(f"{type(err).__name__}: {err}"[:300]) from err
+    # exactly result.warp_moving(moving), reusing the grid
+    warped = cv2.remap(moving, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return {
+        "result": result, "warped": warped, "field": _field_from_grid(map_x, map_y),
+        "checkerboard": checkerboard(fixed, warped), "overlay": colour_overlay(fixed, warped),
+        "points": table, "transform": _transform_record(result, method, size, seconds), "seconds": seconds,
+    }
+
+
+def write_outputs(outputs: dict, out_dir: str | Path, transform: bool = True) -> dict[str, Path]:
+    """Write what :func:`register_arrays` computed into ``out_dir`` (each file atomically; see the module doc).
+
+    Returns:
+        Written paths by key: ``warped``, ``field_nifti``, ``field_npy``, ``checkerboard``,
+        ``overlay``, ``points`` (with points) and ``transform`` (when ``transform``).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    h, w = outputs["warped"].shape[:2]
+    written: dict[str, Path] = {"warped": save_png(outputs["warped"], out / "warped.png", max_size=max(h, w))}
+    written["field_nifti"], written["field_npy"] = save_field(outputs["field"], out / "field", FIELD_DESCRIPTION)
+    written["checkerboard"] = save_png(outputs["checkerboard"], out / "checkerboard.png")
+    written["overlay"] = save_png(outputs["overlay"], out / "overlay.png")
+    if outputs["points"] is not None:
+        written["points"] = atomic_to_csv(outputs["points"], out / "points_mapped.csv")
+    if transform:
+        written["transform"] = atomic_write_text(out / "transform.json", json.dumps(outputs["transform"], indent=2))
+    return written
+
+
+def _read_photo_pair(fixed_path: Path, moving_path: Path, points_path: str | Path | None):
+    """The two photographs (checked to be of one size) and the optional control points."""
+    fixed = read_rgb(fixed_path)
+    moving = read_rgb(moving_path)
+    _check_sizes(fixed, moving, fixed_path, moving_path)
+    points = None
+    if points_path is not None:
+        h, w = fixed.shape[:2]
+        points = read_control_points(points_path, ((w, h), (w, h)), allow_fixed_only=True)
+    return fixed, moving, points
+
+
+def _check_nifti_pair(fixed_path: Path, moving_path: Path, points_path: str | Path | None) -> bool:
+    """Whether the pair is two NIfTI images (refusing one of each, and points on NIfTI images)."""
+    if not (is_nifti(fixed_path) or is_nifti(moving_path)):
+        return False
+    if not (is_nifti(fixed_path) and is_nifti(moving_path)):
+        raise ValueError(
+            f"fixed image {fixed_path} and moving image {moving_path}: register needs two NIfTI files "
+            "(.nii/.nii.gz) or two photographs, not one of each"
+        )
+    if points_path is not None:
+        raise ValueError(f"control points ({points_path}) are supported for photographs only, not NIfTI images")
+    return True
+
+
+def model_spec(model: str | Path, model_type: str | None = None, refine_steps: int = 0) -> str:
+    """The method spec ``TYPE[+ttoN]:RUN`` that ``firereg register --model RUN`` stands for.
+
+    Args:
+        model: run folder or ``.pt`` checkpoint.
+        model_type: the expected type; None: the checkpoint's own (read from it).
+        refine_steps: test-time refinement steps per pyramid level (0 = off).
+
+    Raises:
+        FileNotFoundError, firereg.pipelines.checkpoints.CheckpointError: naming a missing or unreadable checkpoint.
+        ValueError: for negative ``refine_steps``.
+    """
+    if refine_steps < 0:
+        raise ValueError(f"refine_steps must be >= 0, got {refine_steps}")
+    if model_type is None:
+        model_type = load_checkpoint(model)["model_type"]
+    tto = "" if refine_steps == 0 else "+tto" if refine_steps == DEFAULT_TTO_STEPS else f"+tto{refine_steps}"
+    return f"{model_type}{tto}:{model}"
+
+
+def register_images(
+    fixed_path: str | Path,
+    moving_path: str | Path,
+    spec: str,
+    out_dir: str | Path,
+    points_path: str | Path | None = None,
+    size: int = DEFAULT_SIZE,
+) -> dict[str, Path]:
+    """Register ``moving`` onto ``fixed`` with the method of a benchmark spec and write every output.
+
+    Photographs are registered at working size ``size`` (:class:`ResizedMethod`, as ``firereg
+    benchmark --size`` does) and answered in full-resolution pixels; two NIfTI images need a
+    trained network (a ``TYPE:RUN`` spec) and go to :func:`register_nifti_pair`.
+
+    Args:
+        fixed_path, moving_path: the images (see :func:`register_pair`).
+        spec: a method spec (:mod:`firereg.pipelines.method_specs`): ``identity``, ``sift``,
+            ``elastix-affine``, ``TYPE:RUN``, ``TYPE+tto:RUN`` ...
+        out_dir: output folder (created); nothing is written when the registration fails.
+        points_path: optional control points (see :func:`register_pair`).
+        size: working size, longest side in px.
+
+    Returns:
+        Written paths by key (:func:`write_outputs`, with ``transform``).
+
+    Raises:
+        ValueError, FileNotFoundError: bad spec, image, points or checkpoint, naming it.
+        RegistrationFailed: the method produced no usable transform (nothing is written).
+    """
+    fixed_path, moving_path = Path(fixed_path), Path(moving_path)
+    if size < 16:
+        raise ValueError(f"working size must be >= 16 px, got {size}")
+    parsed = parse_method_spec(spec)
+    if _check_nifti_pair(fixed_path, moving_path, points_path):
+        if parsed.model_type not in MODEL_TYPES:
+            raise ValueError(f"method {spec!r} registers photographs only; NIfTI images need a trained network "
+                             "(TYPE:RUN or --model RUN)")
+        return register_nifti_pair(fixed_path, moving_path, parsed.path, out_dir, parsed.tto_steps, parsed.model_type)
+    fixed, moving, points = _read_photo_pair(fixed_path, moving_path, points_path)
+    method = make_any_method(spec)
+    return write_outputs(register_arrays(method, fixed, moving, size, points=points), out_dir)
+
+
 def register_pair(
     fixed_path: str | Path,
     moving_path: str | Path,
@@ -155,10 +366,12 @@ def register_pair(
     refine_steps: int = 0,
     expected_type: str | None = None,
 ) -> dict[str, Path]:
-    """Register ``moving`` onto ``fixed`` with a trained network and write the results.
+    """Register ``moving`` onto ``fixed`` with a trained network at full resolution and write the results.
 
     Two NIfTI files (``.nii``/``.nii.gz``) are registered by :func:`register_nifti_pair`
-    (no control points); see the module doc for its outputs.
+    (no control points); see the module doc for its outputs. Photographs are given to the
+    network at their own size (the network resizes them to its network size); ``firereg
+    register`` uses :func:`register_images` instead, at the benchmark's working size.
 
     Args:
         fixed_path: fixed image (``.jpg .jpeg .png .tif .tiff``, or ``.nii .nii.gz``).
@@ -173,7 +386,7 @@ def register_pair(
 
     Returns:
         Written paths by key: ``warped``, ``field_nifti``, ``field_npy``, ``checkerboard``,
-        ``overlay`` and, with points, ``points``.
+        ``overlay`` and, with points, ``points`` (no ``transform.json``).
 
     Raises:
         FileNotFoundError: naming a missing image, points file or checkpoint.
@@ -181,162 +394,81 @@ def register_pair(
             different sizes (quoting both), negative ``refine_steps`` or a malformed points file.
         firereg.pipelines.checkpoints.CheckpointError: naming a checkpoint that is unreadable or of
             another model type.
+        RegistrationFailed: the network produced no usable transform (nothing is written).
     """
-    fixed_path, moving_path, out = Path(fixed_path), Path(moving_path), Path(out_dir)
+    fixed_path, moving_path = Path(fixed_path), Path(moving_path)
     if refine_steps < 0:
         raise ValueError(f"refine_steps must be >= 0, got {refine_steps}")
-    if is_nifti(fixed_path) or is_nifti(moving_path):
-        if not (is_nifti(fixed_path) and is_nifti(moving_path)):
-            raise ValueError(
-                f"fixed image {fixed_path} and moving image {moving_path}: register needs two NIfTI files "
-                "(.nii/.nii.gz) or two photographs, not one of each"
-            )
-        if points_path is not None:
-            raise ValueError(f"control points ({points_path}) are supported for photographs only, not NIfTI images")
-        return register_nifti_pair(fixed_path, moving_path, checkpoint, out, refine_steps, expected_type)
-    fixed = read_rgb(fixed_path)
-    moving = read_rgb(moving_path)
-    _check_sizes(fixed, moving, fixed_path, moving_path)
-    points = None
-    if points_path is not None:
-        h, w = fixed.shape[:2]
-        points = read_control_points(points_path, ((w, h), (w, h)), allow_fixed_only=True)
+    if _check_nifti_pair(fixed_path, moving_path, points_path):
+        return register_nifti_pair(fixed_path, moving_path, checkpoint, out_dir, refine_steps, expected_type)
+    fixed, moving, points = _read_photo_pair(fixed_path, moving_path, points_path)
     method = DeepMethod(checkpoint, expected_type=expected_type,
                         refine=fundus_refinement(refine_steps) if refine_steps > 0 else None)
-
-    result = method.register(fixed, moving)
-    map_x, map_y = result.sampling_grid()  # computed once: it is the costly part at full resolution
-    field = _field_from_grid(map_x, map_y)
-    # exactly result.warp_moving(moving), reusing the grid
-    warped = cv2.remap(moving, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    h, w = result.fixed_shape
-
-    out.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {}
-    written["warped"] = save_png(warped, out / "warped.png", max_size=max(h, w))
-    written["field_nifti"], written["field_npy"] = save_field(field, out / "field", FIELD_DESCRIPTION)
-    written["checkerboard"] = save_png(checkerboard(fixed, warped), out / "checkerboard.png")
-    written["overlay"] = save_png(colour_overlay(fixed, warped), out / "overlay.png")
-    if points is not None:
-        written["points"] = atomic_to_csv(points_table(result, *points), out / "points_mapped.csv")
-    return written
+    outputs = register_arrays(method, fixed, moving, max(fixed.shape[:2]), points=points)
+    return write_outputs(outputs, out_dir, transform=False)
 
 
-# ---------------------------------------------------------------- NIfTI pairs
+#: the files :func:`write_outputs` writes into a pair's folder
+OUTPUT_NAMES = ("warped.png", "field.nii.gz", "field.npy", "checkerboard.png", "overlay.png", "points_mapped.csv",
+                "transform.json")
 
 
-def _working_shape(ckpt: dict, dims: int) -> tuple[int, ...]:
-    shape = ckpt.get("shape")
-    if shape is None:
-        return (int(ckpt["size"]),) * dims
-    if len(shape) != dims:
-        raise ValueError(f"checkpoint {ckpt.get('path')} has working shape {tuple(shape)} for a {dims}D network")
-    return tuple(int(n) for n in shape)
+def register_fire_folder(
+    manifest: pd.DataFrame, spec: str, out_dir: str | Path, size: int = DEFAULT_SIZE, progress: bool = True
+) -> pd.DataFrame:
+    """Register every pair of a FIRE manifest with the method of ``spec`` into ``out_dir/<pair>/``.
 
-
-def _resize(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """Resize (B, C, *spatial) to ``shape`` (area when shrinking every axis, else (bi/tri)linear)."""
-    if tuple(x.shape[2:]) == tuple(shape):
-        return x
-    if all(n <= m for n, m in zip(shape, x.shape[2:])):
-        return F.interpolate(x, size=shape, mode="area")
-    mode = "bilinear" if len(shape) == 2 else "trilinear"
-    return F.interpolate(x, size=shape, mode=mode, align_corners=False)
-
-
-def predict_nifti_ddf(
-    net: torch.nn.Module, ckpt: dict, fixed: np.ndarray, moving: np.ndarray, refine_steps: int = 0
-) -> np.ndarray:
-    """The fixed → moving DDF (D, *spatial) in voxels of the full grid for two arrays of one shape.
-
-    Both images are resampled to the working shape and min-max scaled to [0, 1]; the DDF is
-    predicted and refined for ``refine_steps`` steps (0 = off) by
-    :func:`firereg.pipelines.inference.refine.refine_ddf` (per voxel, one level) with the
-    checkpoint's ``loss``, ``refine_lr`` and ``refine_sigma`` when it records them (a ``firereg
-    brain`` checkpoint), else the defaults of :class:`RefineConfig` and no smoothing. The DDF is
-    then resampled to the full grid (:func:`firereg.pipelines.nn.fields.resample_ddf`).
-    """
-    dims = fixed.ndim
-    shape = tuple(fixed.shape)
-    work = _working_shape(ckpt, dims)
-    f = normalize_minmax(_resize(torch.as_tensor(fixed, dtype=torch.float32)[None, None], work))
-    m = normalize_minmax(_resize(torch.as_tensor(moving, dtype=torch.float32)[None, None], work))
-    with torch.no_grad():
-        _, ddf = net(m, f)
-    if refine_steps > 0:
-        loss = LossConfig(**ckpt["loss"]) if isinstance(ckpt.get("loss"), dict) else LossConfig()
-        config = RefineConfig(steps=refine_steps, lr=float(ckpt.get("refine_lr", RefineConfig.lr)), loss=loss,
-                              sigma=float(ckpt.get("refine_sigma", 0.0)))
-        ddf = refine_ddf(ddf, m, f, None, config)
-    return resample_ddf(ddf, shape)[0].detach().numpy().astype(np.float32)
-
-
-def _middle_slice(a: np.ndarray) -> np.ndarray:
-    """Row-major preview (rows = axis 1, reversed so that +y is up) of the middle slice along axis 2."""
-    plane = a[:, :, a.shape[2] // 2] if a.ndim == 3 else a
-    return np.ascontiguousarray(xy_to_yx(plane[None])[::-1, :, 0])
-
-
-def register_nifti_pair(
-    fixed_path: str | Path,
-    moving_path: str | Path,
-    checkpoint: str | Path,
-    out_dir: str | Path,
-    refine_steps: int = 0,
-    expected_type: str | None = None,
-) -> dict[str, Path]:
-    """Register two NIfTI images (2D or 3D, one grid) with a trained network; write NIfTI results.
+    Each pair gets the outputs of :func:`register_images`, its ground-truth control points mapped
+    (``points_mapped.csv``) and its FOV masks (``Masks/mask.png`` when the folder has one, else the
+    method estimates them), as ``firereg benchmark`` registers it. A pair whose registration fails
+    gets no files (those of an earlier run are removed). ``out_dir/pairs.csv`` lists every pair.
 
     Args:
-        fixed_path, moving_path: ``.nii``/``.nii.gz`` images of one shape and affine; 2D
-            images may be ``(X, Y)`` or ``(X, Y, 1)``. Their dimension must be the network's.
-        checkpoint: run folder or ``.pt`` file (e.g. ``firereg brain``'s ``model.pt``).
-        out_dir: output folder (created).
-        refine_steps: test-time refinement steps (0 = off), with the checkpoint's loss.
-        expected_type: refuse a checkpoint of another model type.
+        manifest: pairs (:func:`firereg.transforms.fire_reader.read_fire`).
+        spec: a method spec (:mod:`firereg.pipelines.method_specs`).
+        out_dir: output folder; locked for the run (:func:`firereg.transforms.io.folder_lock`).
+        size: working size, longest side in px.
+        progress: show a progress bar.
 
     Returns:
-        Written paths by key: ``warped``, ``field_nifti`` (mm, world axes), ``ddf_voxels``
-        (``.npy``, voxels), ``overlay``. See the module doc for units and direction.
+        The ``pairs.csv`` table: ``method`` (label), ``pair``, ``category``, ``status`` (ok/failed), ``reason``,
+        ``seconds``, ``mean_error``, ``median_error``, ``max_error`` (full-resolution px, in the
+        image named by ``direction``, as the benchmark measures them), ``direction``, ``folder``.
 
     Raises:
-        FileNotFoundError: naming a missing image or checkpoint.
-        ValueError: naming the file and quoting its shape for a 4D image or an image of the
-            wrong dimension; quoting both for different shapes or affines.
-        firereg.pipelines.checkpoints.CheckpointError: for an unreadable checkpoint or another model type.
+        ValueError, FileNotFoundError: bad spec, checkpoint or image (before or at that pair).
+        firereg.transforms.io.FolderInUseError: if another firereg process is using ``out_dir``.
     """
-    fixed_path, moving_path, out = Path(fixed_path), Path(moving_path), Path(out_dir)
-    if refine_steps < 0:
-        raise ValueError(f"refine_steps must be >= 0, got {refine_steps}")
-    for path in (fixed_path, moving_path):
-        if not path.is_file():
-            raise FileNotFoundError(f"image not found: {path}")
-    net, ckpt = load_model(checkpoint, expected_type)
-    dims = int(getattr(net, "spatial_dims", 2))
-    fixed = read_nifti(fixed_path, dims)
-    moving = read_nifti(moving_path, dims)
-    if fixed.data.shape != moving.data.shape:
-        raise ValueError(
-            f"fixed image {fixed_path} has shape {fixed.disk_shape} but moving image {moving_path} has shape "
-            f"{moving.disk_shape}; register needs two images on one voxel grid (resample the moving image first)"
-        )
-    if not np.allclose(fixed.affine, moving.affine, rtol=1e-5, atol=1e-3):
-        raise ValueError(
-            f"fixed image {fixed_path} and moving image {moving_path} have different affines "
-            f"({np.round(fixed.affine[:3], 3).tolist()} vs {np.round(moving.affine[:3], 3).tolist()}); the network "
-            "registers voxel arrays, so resample the moving image onto the fixed grid first "
-            "(e.g. nilearn.image.resample_to_img)"
-        )
-    ddf = predict_nifti_ddf(net, ckpt, fixed.data, moving.data, refine_steps)
-    warped = warp_image(torch.as_tensor(moving.data)[None, None], torch.as_tensor(ddf)[None])[0, 0].numpy()
+    from tqdm.auto import tqdm
 
-    out.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {}
-    written["warped"] = save_nifti_image(warped.reshape(fixed.disk_shape), fixed.affine, out / "warped.nii.gz",
-                                         like=fixed.header)
-    written["field_nifti"] = save_world_field(ddf, fixed.affine, out / "field.nii.gz", like=fixed.header)
-    with atomic_output(out / "ddf_voxels.npy") as tmp:
-        np.save(tmp, ddf)
-    written["ddf_voxels"] = out / "ddf_voxels.npy"
-    written["overlay"] = save_png(colour_overlay(_middle_slice(fixed.data), _middle_slice(warped)), out / "overlay.png")
-    return written
+    from firereg.evaluation.benchmark import load_pair
+    from firereg.evaluation.landmarks import measure_pair
+    from firereg.transforms.io import folder_lock
+
+    if size < 16:
+        raise ValueError(f"working size must be >= 16 px, got {size}")
+    method = make_any_method(spec)
+    out, rows = Path(out_dir), []
+    with folder_lock(out, "firereg register"):
+        for row in tqdm(manifest.to_dict("records"), desc="register", unit="pair", disable=not progress):
+            fixed, moving, fixed_mask, moving_mask = load_pair(row)
+            record = {"method": method.name, "pair": row["name"], "category": row["category"], "status": "ok", "reason": "",
+                      "seconds": float("nan"), "mean_error": float("inf"), "median_error": float("inf"),
+                      "max_error": float("inf"), "direction": "", "folder": str(out / row["name"])}
+            try:
+                outputs = register_arrays(method, fixed, moving, size, (fixed_mask, moving_mask),
+                                          (row["fixed_points"], row["moving_points"]))
+            except RegistrationFailed as err:
+                record.update(status="failed", reason=str(err), folder="")
+                for name in OUTPUT_NAMES:
+                    (out / row["name"] / name).unlink(missing_ok=True)
+                rows.append(record)
+                continue
+            write_outputs(outputs, out / row["name"])
+            error, _ = measure_pair(outputs["result"], row["fixed_points"], row["moving_points"])
+            record.update(seconds=outputs["seconds"], mean_error=error.mean, median_error=error.median,
+                          max_error=error.max, direction=error.direction)
+            rows.append(record)
+        table = pd.DataFrame(rows)
+        atomic_to_csv(table, out / "pairs.csv")
+    return table

@@ -21,6 +21,7 @@ from firereg.pipelines.cli.data import make_data, split, summary
 from firereg.pipelines.cli.demo import demo_command
 from firereg.pipelines.cli.examples import brain_command, mnist_command
 from firereg.pipelines.cli.register import register
+from firereg.pipelines.cli.score import score
 from firereg.pipelines.cli.train import make_patches_command, train_command
 
 __all__ = ["app", "main"]
@@ -40,6 +41,7 @@ for _name, _command in (
     ("benchmark", benchmark),
     ("demo", demo_command),
     ("register", register),
+    ("score", score),
     ("make-patches", make_patches_command),
     ("train", train_command),
     ("mnist", mnist_command),

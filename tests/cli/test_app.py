@@ -15,7 +15,7 @@ from firereg.pipelines.cli.app import app
 from firereg.transforms.fire_generator import DEFAULT_PAIRS
 from firereg.transforms.splits import DEFAULT_VAL_FRACTION
 
-COMMANDS = ["make-data", "summary", "split", "benchmark", "demo", "register", "make-patches", "train", "mnist", "brain"]
+COMMANDS = ["make-data", "summary", "split", "benchmark", "demo", "register", "score", "make-patches", "train", "mnist", "brain"]
 HEAVY = ("numpy", "pandas", "torch", "monai", "cv2", "scipy", "skimage", "itk", "matplotlib")
 
 
