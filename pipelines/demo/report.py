@@ -174,6 +174,20 @@ def _data_lines(root: Path, manifest: pd.DataFrame, split: pd.DataFrame) -> list
     return lines
 
 
+def _budget_line(training: dict) -> str:
+    """Which training budget applied (``demo_training.json``; runs written before step budgets had minutes only)."""
+    steps, minutes = training.get("budget_steps"), training.get("budget_minutes")
+    parts = []
+    if steps is not None:
+        parts.append(f"**{int(steps)} optimiser steps** (a step budget: the same model on any machine, at the same thread count)")
+    if minutes is not None:
+        parts.append(f"**{float(minutes):g} min** of wall time (validation included; depends on the machine)")
+    if not parts:
+        return "Training budget: none (epochs only)."
+    both = " — whichever came first" if len(parts) == 2 else ""
+    return f"Training budget: {' or '.join(parts)}{both}; `firereg demo --budget-steps N` / `--budget-minutes M`."
+
+
 def _settings_lines(run: DemoRun) -> list[str]:
     training, model, specs = run.training, run.model, run.specs
     train_cfg = training["config"]
@@ -184,8 +198,8 @@ def _settings_lines(run: DemoRun) -> list[str]:
         f"- Sizes: network size {train_cfg.get('size')} x {train_cfg.get('size')} px (the network trains and "
         f"registers there); benchmark size {run.config.benchmark_size} px (longest side: every method is given "
         f"images resized to it); errors are measured in full-resolution pixels.",
-        f"- Training budget: {training['budget_minutes']:g} min of wall time (validation included)"
-        + (", finished after resuming an interrupted run." if training.get("resumed") else "."),
+        f"- {_budget_line(training)}"
+        + (" Finished after resuming an interrupted run." if training.get("resumed") else ""),
         f"- Test-time refinement (`{model}+tto`): the predicted field plus a smooth correction on control points "
         f"{FUNDUS_REFINEMENT['grid']} px apart, optimised on each pair by Adam ({DEFAULT_TTO_STEPS} steps per level, "
         f"lr {FUNDUS_REFINEMENT['lr']}) on a {FUNDUS_REFINEMENT['levels']}-level image pyramid up to "

@@ -4,8 +4,9 @@ On the embedded default dataset (generated on first use) or a real FIRE folder, 
 
 1. reads the data (FIRE's P37, whose ground truth is known to be wrong, is excluded);
 2. splits it into train and validation pairs (seeded, stratified by category);
-3. trains the cascade (affine network, then VoxelMorph) within a wall-clock budget
-   (:func:`demo_train_config` holds the recipe);
+3. trains the cascade (affine network, then VoxelMorph) within a budget of optimiser steps
+   (default :data:`DEFAULT_BUDGET_STEPS`, about ten minutes on 2 CPU cores; the same model on
+   any machine) or of wall-clock minutes (:func:`demo_train_config` holds the recipe);
 4. benchmarks it — without and with test-time refinement — against identity, the elastix
    baselines and SIFT + RANSAC on the validation pairs with the FIRE protocol;
 5. writes a report folder with the tables, figures and a short reading of the results.
@@ -23,9 +24,10 @@ Everything lives in one output folder ``OUT`` (default ``demo-out``):
 
 Re-running into the same ``OUT`` reuses what is finished: the data, the split, a finished
 training run (``run/demo_training.json``; an interrupted run is resumed from
-``run/last.pt`` with the rest of the budget), every benchmarked (method, pair), and the
-gallery pictures whose pairs did not change. Training in a call drops the deep models'
-benchmark records, so the tables always describe the checkpoint in ``run/``.
+``run/last.pt`` with the rest of the budget), every benchmarked (method, pair) whose record
+still matches (the benchmark's fingerprints, :mod:`firereg.evaluation.fingerprints`: a
+retrained checkpoint or another benchmark size is benchmarked anew), and the gallery
+pictures whose pairs did not change.
 
 All errors are mean control-point distances in full-resolution pixels (FIRE protocol).
 """
@@ -35,9 +37,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,8 @@ from firereg.transforms.splits import read_split, select_split, split_or_reuse
 
 __all__ = [
     "BASELINES",
+    "DEFAULT_BUDGET_STEPS",
+    "budget_text",
     "DemoConfig",
     "DemoPaths",
     "demo_train_config",
@@ -68,22 +71,31 @@ __all__ = [
 BASELINES = ("identity", "elastix-rigid", "elastix-affine", "elastix-bspline", "sift")
 #: written into the run folder when training has finished (its presence = reuse the run)
 TRAINING_FILE = "demo_training.json"
+#: the demo's default training budget, optimiser steps: about ten minutes, validation included,
+#: on a 2-core CPU machine with the demo's one training thread, on the default data. Measured
+#: (issue #15) on a shared 2-core machine (load average ~4): 0.12 s per affine warm-up step,
+#: 0.27 s per full cascade step (half the steps each), ~1 s per validation (every 128 steps):
+#: 3000 steps ~ 10 min. Two threads on that busy machine took 1.6 s per step (threads waiting
+#: for a core spin).
+DEFAULT_BUDGET_STEPS = 3000
 
 
-def demo_train_config(budget_minutes: float) -> TrainConfig:
-    """The demo's training recipe: the cascade, trained until ``budget_minutes`` run out.
+def demo_train_config(budget_steps: int | None = DEFAULT_BUDGET_STEPS,
+                      budget_minutes: float | None = None) -> TrainConfig:
+    """The demo's training recipe: the cascade, trained until its budget is spent.
 
     The one place the recipe lives; the rest of the demo only reads ``model``, ``size``
     (the network size), ``seed`` and ``val_fraction`` of what it returns.
 
     Args:
-        budget_minutes: wall-clock training budget, minutes (validation included).
+        budget_steps: optimiser steps in total (independent of the machine's speed); None: no step budget.
+        budget_minutes: wall-clock training budget, minutes (validation included); None: no time budget.
     """
     # lr 1e-3 (not the seed setting 1e-4): with a budget of minutes the faster rate wins;
     # each pair 8 times per epoch so validation is not most of the time; the first half
     # trains only the (cheaper) affine stage, so VoxelMorph then learns on aligned pairs
-    return TrainConfig(model="cascade", budget_minutes=budget_minutes, epochs=100_000, lr=1e-3, repeats=8,
-                       affine_warmup=0.5)
+    return TrainConfig(model="cascade", budget_steps=budget_steps, budget_minutes=budget_minutes, epochs=100_000,
+                       lr=1e-3, repeats=8, affine_warmup=0.5)
 
 
 @dataclass
@@ -91,31 +103,42 @@ class DemoConfig:
     """Settings of one demo.
 
     Attributes:
-        budget_minutes: wall-clock training budget, minutes (over all resumed sessions).
+        budget_steps: training budget, optimiser steps in total (the same model on any machine, at
+            the same ``num_threads``).
+        budget_minutes: wall-clock training budget, minutes (over all resumed sessions). With
+            neither budget given the demo trains :data:`DEFAULT_BUDGET_STEPS` steps; with both,
+            training stops at whichever is spent first.
         benchmark_size: longest side, pixels, of the images every method registers in the
             benchmark (the CLI's ``--size``; the networks resize further to their network size).
-        train: training settings; None = :func:`demo_train_config` (``budget_minutes``
-            always replaces the budget given here).
+        train: training settings; None = :func:`demo_train_config` (the demo's budgets
+            always replace the ones given here).
         baselines: classical methods benchmarked with the model.
         workers: benchmark worker processes.
-        num_threads: torch CPU threads for training (None: all cores).
+        num_threads: torch CPU threads for training (None: all cores). Default 1: the thread
+            count changes how sums are split, and so the last bits of the trained weights; one
+            thread gives the same model for the same step budget on any machine with the same
+            PyTorch build and CPU type, and is the fastest on a machine busy with other work.
         gallery_side: longest side of each picture in the gallery figures, pixels.
     """
 
-    budget_minutes: float = 10.0
+    budget_steps: int | None = None
+    budget_minutes: float | None = None
     benchmark_size: int = 512
     train: TrainConfig | None = None
     baselines: tuple[str, ...] = BASELINES
     workers: int = 1
-    num_threads: int | None = None
+    num_threads: int | None = 1
     gallery_side: int = 384
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the bad setting and its value."""
-        if isinstance(self.budget_minutes, bool) or not isinstance(self.budget_minutes, (int, float)) or not (
-            self.budget_minutes > 0 and math.isfinite(self.budget_minutes)
-        ):
-            raise ValueError(f"DemoConfig.budget_minutes = {self.budget_minutes!r}: need a number > 0 (minutes)")
+        minutes = self.budget_minutes
+        if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float))
+                                    or not (minutes > 0 and math.isfinite(minutes))):
+            raise ValueError(f"DemoConfig.budget_minutes = {minutes!r}: need a number > 0 (minutes) or None")
+        steps = self.budget_steps
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+            raise ValueError(f"DemoConfig.budget_steps = {steps!r}: need an integer >= 1 (optimiser steps) or None")
         if not isinstance(self.benchmark_size, int) or self.benchmark_size < 16:
             raise ValueError(f"DemoConfig.benchmark_size = {self.benchmark_size!r}: need an integer >= 16 (pixels)")
         if not isinstance(self.workers, int) or self.workers < 1:
@@ -129,11 +152,30 @@ class DemoConfig:
             raise ValueError(f"DemoConfig.baselines = {list(self.baselines)!r}: need distinct names of {sorted(METHODS)}")
         self.train_config().validate()
 
+    def budgets(self) -> tuple[int | None, float | None]:
+        """The budgets that apply: (steps, minutes); :data:`DEFAULT_BUDGET_STEPS` steps when none is given."""
+        if self.budget_steps is None and self.budget_minutes is None:
+            return DEFAULT_BUDGET_STEPS, None
+        minutes = float(self.budget_minutes) if self.budget_minutes is not None else None
+        return self.budget_steps, minutes
+
+    def budget_text(self) -> str:
+        """The budgets in words: ``3000 steps``, ``10 min``, ``3000 steps or 10 min (whichever first)``."""
+        return budget_text(*self.budgets())
+
     def train_config(self) -> TrainConfig:
-        """The training settings with this demo's budget; validation scores at the demo's benchmark size,
+        """The training settings with this demo's budgets; validation scores at the demo's benchmark size,
         so the training log and the benchmark report the same numbers."""
-        base = self.train if self.train is not None else demo_train_config(self.budget_minutes)
-        return dataclasses.replace(base, budget_minutes=float(self.budget_minutes), benchmark_size=self.benchmark_size)
+        steps, minutes = self.budgets()
+        base = self.train if self.train is not None else demo_train_config(steps, minutes)
+        return dataclasses.replace(base, budget_steps=steps, budget_minutes=minutes,
+                                   benchmark_size=self.benchmark_size)
+
+
+def budget_text(steps: int | None, minutes: float | None) -> str:
+    """A training budget in words (``3000 steps``, ``10 min``, both: ``... or ... (whichever first)``)."""
+    parts = ([f"{steps} steps"] if steps is not None else []) + ([f"{minutes:g} min"] if minutes is not None else [])
+    return " or ".join(parts) + (" (whichever first)" if len(parts) == 2 else "") if parts else "none"
 
 
 @dataclass(frozen=True)
@@ -205,15 +247,17 @@ def train_model(config: TrainConfig, data: Path, paths: DemoPaths, progress: boo
 
     - ``run/demo_training.json`` present: training is finished; it is reused.
     - ``run/last.pt`` present without it: the run was interrupted; it is resumed with its
-      own settings for the rest of ``config.budget_minutes`` (at least one more step).
+      own settings up to ``config.budget_steps`` steps in total and for the rest of
+      ``config.budget_minutes`` (at least one more step).
     - otherwise a new run starts.
 
     Returns:
         The contents of ``demo_training.json``: ``result`` (the dict of
         :func:`firereg.pipelines.training.train` of the last session), ``config`` (the run's
-        settings, with the demo's budget), ``data``, ``budget_minutes``, ``total_seconds``
-        (wall time over all sessions, validation included), ``resumed`` (whether the last
-        session continued an interrupted run); plus ``reused`` (not stored).
+        settings, with the demo's budgets), ``data``, ``budget_steps`` and ``budget_minutes``
+        (the budgets that applied, None for none), ``total_seconds`` (wall time over all
+        sessions, validation included), ``resumed`` (whether the last session continued an
+        interrupted run); plus ``reused`` (not stored).
 
     Raises:
         ValueError: if the finished run in ``paths.run`` was trained on other data.
@@ -234,15 +278,17 @@ def train_model(config: TrainConfig, data: Path, paths: DemoPaths, progress: boo
     if resume:
         before = _elapsed_seconds(paths.run)
         remaining = budget - before / 60.0 if budget is not None else None
-        # the run's own settings (a resume must match them), for the rest of the budget
-        # (at least a few seconds: the session saves, validates and stops cleanly)
-        session = dataclasses.replace(run_config(paths.run),
+        # the run's own settings (a resume must match them), up to the same step budget (it
+        # counts all sessions) and for the rest of the time budget (at least a few seconds:
+        # the session saves, validates and stops cleanly)
+        session = dataclasses.replace(run_config(paths.run), budget_steps=config.budget_steps,
                                       budget_minutes=max(remaining, 0.05) if remaining is not None else None)
     result = train(session, data, paths.run, resume=resume, progress=progress, num_threads=num_threads)
     info = {
         "result": result,
         "config": dataclasses.asdict(dataclasses.replace(session, budget_minutes=budget)),
         "data": str(data),
+        "budget_steps": config.budget_steps,
         "budget_minutes": budget,
         "total_seconds": before + float(result["seconds"]),
         "resumed": resume,
@@ -270,45 +316,6 @@ def _check_same_validation(split: pd.DataFrame, paths: DemoPaths) -> None:
             f"the training run validated on {sorted(theirs)} ({run_split_path}) but the demo benchmarks "
             f"{sorted(ours)} ({paths.split}); delete {paths.out} and run the demo again"
         )
-
-
-def _drop_records(benchmark: Path, labels: Sequence[str]) -> None:
-    """Forget the benchmark records of ``labels`` (their model was just (re)trained)."""
-    from firereg.evaluation.benchmark import (
-        record_name,  # the benchmark's own folder naming
-    )
-
-    for label in labels:
-        shutil.rmtree(benchmark / "records" / record_name(label), ignore_errors=True)
-
-
-def _check_benchmark_settings(benchmark: Path, benchmark_size: int) -> None:
-    """Records are reused by (method, pair) only: refuse to mix benchmark sizes in one folder.
-
-    ``demo_benchmark.json`` stores ``benchmark_size``; folders written before it was named
-    so store ``size``, which is read the same.
-
-    Raises:
-        ValueError: naming the folder and both sizes.
-    """
-    path = benchmark / "demo_benchmark.json"
-    if path.is_file():
-        settings = json.loads(path.read_text())
-        stored = settings.get("benchmark_size", settings.get("size"))
-        if stored != benchmark_size:
-            raise ValueError(
-                f"{benchmark} holds a benchmark at benchmark size {stored} px, not {benchmark_size} px; "
-                f"run again with --size {stored} or choose another --out"
-            )
-        return
-    atomic_write_text(path, json.dumps({"benchmark_size": benchmark_size}))
-
-
-def _count_records(benchmark: Path, labels: Sequence[str], names: Sequence[str]) -> int:
-    from firereg.evaluation.benchmark import record_name
-
-    return sum((benchmark / "records" / record_name(label) / f"{name}.json").is_file()
-               for label in labels for name in names)
 
 
 def run_demo(
@@ -355,29 +362,27 @@ def run_demo(
         raise ValueError(f"the split {paths.split} leaves no validation pairs")
     model = train_cfg.model
     specs = {**{b: b for b in config.baselines}, **deep_specs(model, paths.run)}
-    deep = [label for label, spec in specs.items() if parse_method_spec(spec).deep]
-    _check_benchmark_settings(paths.benchmark, config.benchmark_size)  # before hours of training, not after
-    with stages.stage("training", f"{model}, budget {config.budget_minutes:g} min, into {paths.run}"):
+    with stages.stage("training", f"{model}, budget {config.budget_text()}, into {paths.run}"):
         training = train_model(train_cfg, root, paths, progress, config.num_threads)
         if training["reused"]:
             stages.notes["training"] = "finished run reused"
             stages.say(f"  reusing the finished run in {paths.run} ({paths.training.name})")
-            if training.get("budget_minutes") != config.budget_minutes:
-                stages.say(f"  note: it was trained with a {training.get('budget_minutes'):g}-minute budget; "
-                           f"delete {paths.run} to train with {config.budget_minutes:g} minutes")
-        else:
-            _drop_records(paths.benchmark, deep)  # the benchmark must describe this checkpoint
+            trained = budget_text(training.get("budget_steps"), training.get("budget_minutes"))
+            if trained != config.budget_text():
+                stages.say(f"  note: it was trained with a budget of {trained}; "
+                           f"delete {paths.run} to train with {config.budget_text()}")
         _check_same_validation(split, paths)
     names = list(val_manifest["name"])
-    reused = _count_records(paths.benchmark, list(specs), names)
-    fresh = len(specs) * len(names) - reused
+    # records whose fingerprint still matches (same data, pair, size, method, checkpoint) are reused
     with stages.stage("benchmark", f"{len(specs)} methods x {len(names)} validation pairs at {config.benchmark_size} px "
-                                   f"({reused} already done) into {paths.benchmark}"):
+                                   f"into {paths.benchmark}"):
         bench = BenchmarkConfig(methods=list(specs.values()), benchmark_size=config.benchmark_size,
                                 workers=config.workers,
                                 notes=[f"subset: validation pairs of {paths.split}",
                                        f"{model}: trained by firereg demo in {paths.run}"])
-        run_benchmark(val_manifest, bench, paths.benchmark, factory=make_any_method, progress=progress)
+        pairs = run_benchmark(val_manifest, bench, paths.benchmark, factory=make_any_method, progress=progress)
+        counts = pairs.attrs["records"]
+        reused, fresh = int(counts["reused"]), int(counts["new"]) + int(counts["recomputed"])
     with stages.stage("report", str(paths.report)):
         run = DemoRun(config, paths, root, manifest, split, val_manifest, training, specs, model,
                       stage_seconds=stages.seconds, stage_notes=stages.notes, fresh=fresh, reused=reused)

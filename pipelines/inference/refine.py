@@ -15,10 +15,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from monai.networks.blocks import Warp
 from monai.utils import convert_to_tensor
 
-from firereg.pipelines.nn.fields import resample_ddf
+from firereg.pipelines.nn.fields import make_warp, resample_ddf
 from firereg.pipelines.nn.losses import LossConfig, RegistrationLoss
 from firereg.transforms.brain_data import smooth_field
 
@@ -138,7 +137,7 @@ def refine_ddf(
     if dims not in (2, 3) or base.shape[1] != dims or moving.shape != fixed.shape or tuple(fixed.shape[2:]) != full:
         raise ValueError(f"need a (B, D, *spatial) DDF (D = 2 or 3) and two images on its grid, got DDF "
                          f"{tuple(base.shape)}, moving {tuple(moving.shape)}, fixed {tuple(fixed.shape)}")
-    warp = Warp(mode="bilinear", padding_mode="zeros")
+    warp = make_warp()
     loss_fn = RegistrationLoss(config.loss or LossConfig())
     lam = loss_fn.config.lam
     if config.grid > 1:

@@ -7,12 +7,39 @@ spatial axis ``i``, fixed → moving; layouts, direction and the converters to r
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from monai.networks.blocks import Warp
 
-__all__ = ["identity_grid", "pad_to_multiple", "crop_to", "affine_to_ddf", "resample_ddf"]
+__all__ = ["make_warp", "identity_grid", "pad_to_multiple", "crop_to", "affine_to_ddf", "resample_ddf"]
+
+
+logger = logging.getLogger(__name__)
+
+#: MONAI's notice, as a UserWarning, each time a ``Warp`` is built without its compiled extension
+_WARP_NOTICE = r"monai\.networks\.blocks\.Warp: Using PyTorch native grid_sample"
+_warp_notice_logged = False
+
+
+def make_warp(mode: str = "bilinear", padding_mode: str = "zeros") -> Warp:
+    """MONAI ``Warp(mode, padding_mode)`` (samples ``image(p + ddf(p))``, ``align_corners=True``),
+    built without its per-instance "Using PyTorch native grid_sample" warning: the notice is
+    logged once per process at INFO level (``firereg.pipelines.nn.fields``) instead."""
+    global _warp_notice_logged
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.filterwarnings("always", message=_WARP_NOTICE, category=UserWarning)
+        warp = Warp(mode=mode, padding_mode=padding_mode)
+    for item in caught:
+        if "Warp: Using PyTorch native grid_sample" not in str(item.message):
+            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+        elif not _warp_notice_logged:
+            _warp_notice_logged = True
+            logger.info("%s", item.message)
+    return warp
 
 
 def identity_grid(spatial: Sequence[int], device=None, dtype=torch.float32) -> torch.Tensor:

@@ -3,8 +3,10 @@
 Each loss is a plain function plus, for the combination used in training, a thin
 ``nn.Module`` (:class:`RegistrationLoss`). Similarity terms use MONAI's losses:
 ``LocalNormalizedCrossCorrelationLoss`` (local NCC, per-pixel map averaged inside the
-mask), MSE, and ``GlobalMutualInformationLoss``; smoothness terms are MONAI's
-``DiffusionLoss`` (gradient) and ``BendingEnergyLoss``.
+mask), MSE, and ``GlobalMutualInformationLoss``; smoothness terms (:func:`diffusion`,
+:func:`bending_energy`) compute exactly what MONAI's ``DiffusionLoss`` and ``BendingEnergyLoss``
+(``reduction="mean"``) compute, with tuple indexing: MONAI 1.6 indexes with lists of slices,
+which PyTorch deprecates ("Using a non-tuple sequence for multidimensional indexing").
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ from dataclasses import dataclass
 
 import torch
 from monai.losses import (
-    BendingEnergyLoss,
-    DiffusionLoss,
     GlobalMutualInformationLoss,
     LocalNormalizedCrossCorrelationLoss,
 )
@@ -28,6 +28,9 @@ __all__ = [
     "masked_lncc",
     "masked_mse",
     "masked_mutual_information",
+    "diffusion",
+    "bending_energy",
+    "Smoothness",
     "RegistrationLoss",
     "fit_affine",
     "affine_point_loss",
@@ -105,6 +108,70 @@ def masked_mutual_information(warped: torch.Tensor, fixed: torch.Tensor, mask: t
     return torch.stack(values).mean() if values else warped.sum() * 0.0
 
 
+def _check_ddf(ddf: torch.Tensor) -> None:
+    dims = ddf.ndim - 2
+    if dims not in (1, 2, 3) or ddf.shape[1] != dims or min(ddf.shape[2:]) <= 2:
+        raise ValueError(f"expected a (B, D, *spatial) DDF with D = 1, 2 or 3 spatial axes, each > 2 pixels, "
+                         f"got {tuple(ddf.shape)}")
+
+
+def _shifted(x: torch.Tensor, shifts: dict[int, int]) -> torch.Tensor:
+    """``x`` on its inner grid (every spatial axis ``[1:-1]``), moved by ``shifts[axis]`` in {-1, 0, 1} pixels."""
+    index = [slice(None), slice(None)]
+    for axis in range(2, x.ndim):
+        shift = shifts.get(axis, 0)
+        index.append(slice(1 + shift, x.shape[axis] - 1 + shift))
+    return x[tuple(index)]
+
+
+def diffusion(ddf: torch.Tensor) -> torch.Tensor:
+    """Mean squared gradient of a DDF (B, D, *spatial), central differences on the inner grid,
+    in (pixels / pixel)^2: MONAI ``DiffusionLoss()``.
+
+    Raises:
+        ValueError: quoting the shape unless it is (B, D, *spatial), D spatial axes each > 2.
+    """
+    _check_ddf(ddf)
+    total = 0.0
+    for axis in range(2, ddf.ndim):
+        total = total + ((_shifted(ddf, {axis: 1}) - _shifted(ddf, {axis: -1})) / 2.0) ** 2
+    return torch.mean(total)
+
+
+def bending_energy(ddf: torch.Tensor) -> torch.Tensor:
+    """Mean bending energy of a DDF (B, D, *spatial) (pure and mixed second differences on the
+    inner grid): MONAI ``BendingEnergyLoss()``.
+
+    Raises:
+        ValueError: quoting the shape unless it is (B, D, *spatial), D spatial axes each > 2.
+    """
+    _check_ddf(ddf)
+    energy = 0.0
+    axes = range(2, ddf.ndim)
+    for a in axes:
+        pure = _shifted(ddf, {a: 1}) - 2 * _shifted(ddf, {}) + _shifted(ddf, {a: -1})
+        energy = energy + pure**2
+        for b in axes:
+            if b > a:
+                mixed = (_shifted(ddf, {a: 1, b: 1}) - _shifted(ddf, {a: 1, b: -1})
+                         - _shifted(ddf, {a: -1, b: 1}) + _shifted(ddf, {a: -1, b: -1})) / 4.0
+                energy = energy + 2 * mixed**2
+    return torch.mean(energy)
+
+
+class Smoothness(nn.Module):
+    """:func:`diffusion` (``kind="diffusion"``) or :func:`bending_energy` (``"bending"``) of a DDF."""
+
+    def __init__(self, kind: str = "diffusion") -> None:
+        super().__init__()
+        if kind not in SMOOTHNESS:
+            raise ValueError(f"unknown smoothness {kind!r}; choose one of {list(SMOOTHNESS)}")
+        self.kind = kind
+
+    def forward(self, ddf: torch.Tensor) -> torch.Tensor:
+        return diffusion(ddf) if self.kind == "diffusion" else bending_energy(ddf)
+
+
 class RegistrationLoss(nn.Module):
     """``similarity(warped, fixed | mask) + lam * smoothness(ddf)``; returns (total, parts)."""
 
@@ -112,7 +179,7 @@ class RegistrationLoss(nn.Module):
         super().__init__()
         self.config = config or LossConfig()
         self.config.validate()
-        self.smooth = DiffusionLoss() if self.config.smoothness == "diffusion" else BendingEnergyLoss()
+        self.smooth = Smoothness(self.config.smoothness)
 
     def similarity(self, warped: torch.Tensor, fixed: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         if self.config.similarity == "lncc":

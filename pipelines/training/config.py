@@ -67,7 +67,13 @@ class TrainConfig:
         val_fraction: share of pairs for validation (45/134 = FIRE's 89/45).
         checkpoint_every: save ``last.pt`` every this many steps (and at each epoch end).
         budget_minutes: wall-clock budget of one invocation; at the end of the step that
-            exceeds it the run saves ``last.pt``, validates once and stops (None: no limit).
+            exceeds it the run validates once, saves ``last.pt`` and stops (None: no limit).
+        budget_steps: optimiser steps of the whole run (all invocations together): after
+            global step ``budget_steps`` the run validates once, saves ``last.pt`` and stops;
+            resuming it continues only if ``budget_steps`` was raised. Unlike a wall-clock
+            budget it does not depend on the machine's speed: the same settings and thread
+            count give the same model (None: no limit). With both
+            budgets the run stops at whichever comes first.
         cache: dataset cache, ``memory``, ``disk`` (in ``OUT/cache``) or ``none``.
         integration_steps: VoxelMorph only: > 0 makes it diffeomorphic (scaling and squaring).
         patches: folder of ``.npz`` patches (:class:`firereg.pipelines.training.patches.PatchDataset`) to train
@@ -82,8 +88,8 @@ class TrainConfig:
             anew), so an epoch — and its validation — is not just a handful of steps.
         affine_warmup: cascade only: the share of the training during which only the affine
             stage trains (VoxelMorph is skipped, so steps are about 3x cheaper); of
-            ``budget_minutes`` (measured on the run's total wall time) when a budget is
-            set, else of ``epochs``. VoxelMorph learns little on pairs the affine stage
+            ``budget_steps`` when set (the same on any machine), else of ``budget_minutes``
+            (measured on the run's total wall time) when set, else of ``epochs``. VoxelMorph learns little on pairs the affine stage
             does not yet align.
         benchmark_size: the benchmark size, px: validation resizes each full-resolution pair
             to this longest side first (``firereg benchmark --size``), then the network
@@ -106,6 +112,7 @@ class TrainConfig:
     val_fraction: float = DEFAULT_VAL_FRACTION
     checkpoint_every: int = 25
     budget_minutes: float | None = None
+    budget_steps: int | None = None
     cache: str = "memory"
     integration_steps: int = 0
     patches: str | None = None
@@ -163,6 +170,8 @@ class TrainConfig:
             raise bad("checkpoint_every", "need an integer >= 1 (steps)")
         if self.budget_minutes is not None and (not _is_num(self.budget_minutes) or not self.budget_minutes > 0):
             raise bad("budget_minutes", "need a number > 0 (minutes) or None for no limit")
+        if self.budget_steps is not None and (not _is_int(self.budget_steps) or self.budget_steps < 1):
+            raise bad("budget_steps", "need an integer >= 1 (optimiser steps) or None for no limit")
         if self.cache not in CACHE_MODES:
             raise bad("cache", f"choose one of {list(CACHE_MODES)}")
         self._validate_model_options()

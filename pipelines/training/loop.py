@@ -12,7 +12,10 @@ One run lives in one output folder ``OUT``:
 
 Resuming is exact (:mod:`firereg.pipelines.training.sampling`): a resumed run skips the
 batches of the epoch already done and then sees the very batches an uninterrupted run would
-have seen. A ``kill -9`` loses at most ``checkpoint_every`` steps. Validation scores through
+have seen. A ``kill -9`` loses at most ``checkpoint_every`` steps. A step budget
+(``budget_steps``) counts the optimiser steps of all invocations together, so a run stopped
+by it does not depend on the machine's speed and a resumed run ends on the very same step;
+validation leaves the training's random state as it was. Validation scores through
 the benchmark's own routine (:func:`firereg.pipelines.training.validation.validate_network`).
 Distributed data-parallel training: :mod:`firereg.pipelines.training.distributed`; resuming
 mid-epoch needs the same world size (the checkpoint records it), at an epoch boundary it does not.
@@ -22,11 +25,13 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from monai.utils import set_determinism
@@ -84,7 +89,7 @@ def train(
         data: FIRE folder (real or generated).
         out: run folder (created). Without ``resume`` it must not hold a run yet.
         resume: continue the run in ``out`` from ``out/last.pt`` (same model type, network
-            size, channel); ``config.epochs`` may be larger than before.
+            size, channel); ``config.epochs`` and ``config.budget_steps`` may be larger than before.
         progress: show progress bars.
         on_step: called after every step (and its checkpoint) with a dict ``epoch``,
             ``step_in_epoch``, ``global_step``, ``loss`` ... (for tests and monitoring);
@@ -169,6 +174,18 @@ def _training_data(config: TrainConfig, train_manifest: pd.DataFrame, out: Path,
     )
 
 
+@contextmanager
+def _training_rng_kept(device: torch.device) -> Iterator[None]:
+    """Restore the torch (and CUDA), NumPy and Python RNG states on exit: validation (whose
+    affine estimator may draw random samples) must not change the training that follows,
+    so a run stopped and resumed after a validation goes on exactly as an uninterrupted one."""
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        yield
+    np.random.set_state(numpy_state)
+    random.setstate(python_state)
+
+
 class _Run:
     """One invocation of :func:`train`: the run's state (position, best validation, loss sums) and its steps."""
 
@@ -193,6 +210,7 @@ class _Run:
         # where the run is (restored from last.pt on resume)
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.best_mauc, self.best_error, self.elapsed_before = -math.inf, math.inf, 0.0
+        self.validated_step = 0  # global step of the latest validation
         self.sums = EpochSums()
         self.logs: RunLogs | None = None
 
@@ -226,6 +244,7 @@ class _Run:
         self.best_mauc = float(ckpt.get("best_mauc", -math.inf))
         self.best_error = float(ckpt.get("best_error", math.inf))
         self.elapsed_before = float(ckpt.get("elapsed", 0.0))
+        self.validated_step = int(ckpt.get("validated_step", self.global_step))
         self.sums = EpochSums.from_state(ckpt.get("epoch_sums"))
         check_resume_position(ckpt, self.last_path, self.config.batch_size, self.ranks.world_size,
                               self.steps_per_epoch)
@@ -242,12 +261,20 @@ class _Run:
         config = self.config
         if config.model != "cascade" or config.affine_warmup <= 0:
             return False
+        if config.budget_steps is not None:
+            return self.global_step < config.budget_steps * config.affine_warmup
         if config.budget_minutes is not None:
             return self.elapsed() < 60.0 * config.budget_minutes * config.affine_warmup
         return self.epoch < config.epochs * config.affine_warmup
 
+    def steps_done(self) -> bool:
+        """Whether the run has made its ``budget_steps`` optimiser steps (the same on every rank)."""
+        return self.config.budget_steps is not None and self.global_step >= self.config.budget_steps
+
     def over_budget(self) -> bool:
-        """Whether this invocation ran past ``budget_minutes`` (on any rank)."""
+        """Whether the run made its ``budget_steps`` or this invocation ran past ``budget_minutes`` (on any rank)."""
+        if self.steps_done():
+            return True
         if self.config.budget_minutes is None:
             return False
         return self.ranks.any(time.monotonic() - self.start > 60.0 * self.config.budget_minutes, self.device)
@@ -258,7 +285,8 @@ class _Run:
         return self.trainer.state(
             data=self.data, epoch=self.epoch, step_in_epoch=self.step_in_epoch, global_step=self.global_step,
             best_mauc=self.best_mauc, best_error=self.best_error, epoch_sums=self.sums.state(),
-            elapsed=self.elapsed(), world_size=self.ranks.world_size, steps_per_epoch=self.steps_per_epoch, **extra,
+            elapsed=self.elapsed(), world_size=self.ranks.world_size, steps_per_epoch=self.steps_per_epoch,
+            validated_step=self.validated_step, **extra,
         )
 
     def save_last(self) -> None:
@@ -269,9 +297,11 @@ class _Run:
     def validate_and_log(self, event: str) -> None:
         """Rank 0 validates, saves ``best.pt`` if better and logs; the other ranks wait for it."""
         config = self.config
+        self.validated_step = self.global_step
         if self.main:
-            metrics, _ = validate_network(self.trainer.net, config.model, config.size, config.channel,
-                                          self.val_manifest, self.progress, benchmark_size=config.benchmark_size)
+            with _training_rng_kept(self.device):
+                metrics, _ = validate_network(self.trainer.net, config.model, config.size, config.channel,
+                                              self.val_manifest, self.progress, benchmark_size=config.benchmark_size)
             if is_better(metrics, self.best_mauc, self.best_error):
                 self.best_mauc = metrics["mAUC"] if math.isfinite(metrics["mAUC"]) else -math.inf
                 self.best_error = metrics["mean_error"]
@@ -297,13 +327,25 @@ class _Run:
         self.global_step += 1
         self.sums.add(parts)
         self.logs.step(self.global_step, self.epoch, self.step_in_epoch, parts, seconds)
-        bar.set_postfix(loss=f"{parts['loss']:.4f}")
+        bar.set_postfix(loss=f"{parts['loss']:.4f}", refresh=False)
+        bar.set_description(self.progress_label(), refresh=False)
         bar.update()
         if self.global_step % self.config.checkpoint_every == 0:
             self.save_last()
         if self.on_step is not None:
             self.on_step({"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
                           "seconds": seconds, **parts})
+
+    def progress_label(self) -> str:
+        """The progress bar's label: the epoch and the budget (``epoch 3, budget 400 steps``: the bar
+        counts the run's steps; ``epoch 3, 1.5/10 min``: minutes used of this invocation's budget),
+        or ``epoch 3/50`` without a budget (the bar counts the epoch's steps)."""
+        config, label = self.config, f"epoch {self.epoch + 1}"
+        if config.budget_steps is not None:
+            label += f", budget {config.budget_steps} steps"
+        if config.budget_minutes is not None:
+            label += f", {(time.monotonic() - self.start) / 60.0:.1f}/{config.budget_minutes:g} min"
+        return label if config.budget_steps or config.budget_minutes else f"{label}/{config.epochs}"
 
     def _train_epoch(self) -> bool:
         """The rest of the current epoch; True if it stopped on the budget before its end."""
@@ -318,7 +360,9 @@ class _Run:
             num_workers=0,
             generator=torch.Generator().manual_seed(config.seed + self.epoch),
         )
-        bar = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{config.epochs}",
+        budget = config.budget_steps is not None  # the bar counts the run's steps of the budget, else the epoch's
+        bar = tqdm(total=config.budget_steps if budget else self.steps_per_epoch,
+                   initial=self.global_step if budget else self.step_in_epoch, desc=self.progress_label(),
                    unit="step", disable=not self.progress)
         try:
             for batch in loader:
@@ -331,11 +375,17 @@ class _Run:
 
     def _loop(self) -> str:
         """Epochs until ``config.epochs`` or the budget; returns why it stopped."""
-        stopped = "already done" if self.epoch >= self.config.epochs else "done"
+        unvalidated = self.validated_step < self.global_step  # killed between its last step and its validation
+        if self.steps_done() and unvalidated and self.step_in_epoch < self.steps_per_epoch:
+            self.validate_and_log("budget")
+            self.save_last()
+            return "budget"
+        if self.epoch >= self.config.epochs or (self.steps_done() and not unvalidated):
+            return "already done"  # (at the end of an epoch the loop below validates and stops)
         while self.epoch < self.config.epochs:
             if self._train_epoch():
-                self.save_last()
                 self.validate_and_log("budget")
+                self.save_last()  # after validation: last.pt holds the best score so far
                 return "budget"
             self.validate_and_log("epoch")
             self.epoch += 1
@@ -344,7 +394,7 @@ class _Run:
             self.save_last()
             if self.epoch < self.config.epochs and self.over_budget():
                 return "budget"
-        return stopped
+        return "done"
 
     def run(self, num_threads: int | None) -> dict:
         """Set up (or restore), train, and return the summary of :func:`train`."""

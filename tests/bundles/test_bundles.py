@@ -125,6 +125,61 @@ def test_network_def_is_the_firereg_network(name):
         }
 
 
+#: every bundle, and the offline metadata check each README shows, exactly as it runs from the bundle folder
+ALL_BUNDLES = (*sorted(SIZES), "mnist_voxelmorph")
+VERIFY_COMMAND = ("python -m monai.bundle verify_metadata --meta_file configs/metadata.json "
+                  "--filepath ../schema/meta_schema_20240725.json")
+TRAIN_COMMAND = "python -m monai.bundle run --config_file configs/train.yaml"
+
+
+def _section(text: str, title: str) -> str:
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 4)
+    return text[start:end if end >= 0 else None]
+
+
+@pytest.mark.parametrize("name", ALL_BUNDLES)
+def test_readme_says_train_first_and_which_weights_ship(name):
+    readme = (BUNDLES / name / "docs" / "README.md").read_text()
+    notice = readme[readme.index("> **Train first.**"):readme.index("\n## ")]
+    assert f"> {TRAIN_COMMAND}\n" in notice and "models/model.pt" in notice
+    shipped = _section(readme, "Shipped weights")
+    if (BUNDLES / name / "models" / "model.pt").is_file():  # shipped weights: their metrics and command
+        assert "None yet" not in shipped and "python -m monai.bundle" in shipped
+    else:
+        assert f"None yet — train with `{TRAIN_COMMAND}`" in shipped
+        assert "No weights are shipped yet" in notice
+    assert f"```bash\n{VERIFY_COMMAND}\n```" in readme and "KeyError: 'filepath'" in readme
+
+
+@pytest.mark.parametrize("name", sorted(SIZES))
+def test_train_yaml_passes_the_step_budget(name):
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLES / name / "configs" / "train.yaml"))
+    assert parser["budget_steps"] is None
+    parser["budget_steps"] = 7
+    assert parser.get_parsed_content("train_config").budget_steps == 7
+
+
+@pytest.mark.slow
+def test_readme_verify_metadata_command_runs_offline_as_written(tmp_path):
+    """The READMEs' command (the same in every bundle, test_readme_says_train_first_and_which_weights_ship;
+    the other bundles' metadata are verified in-process with the same schema) run in a bundle folder:
+    the schema comes from bundles/schema/, nothing is downloaded. Without ``--filepath`` MONAI stops
+    with ``KeyError: 'filepath'``, as the READMEs say."""
+    env = _env(tmp_path)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    runs = {name: subprocess.Popen(VERIFY_COMMAND, shell=True, cwd=BUNDLES / name, env=env, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for name in ("fire_cascade",)}
+    bare = subprocess.Popen(VERIFY_COMMAND.split(" --filepath")[0], shell=True, cwd=BUNDLES / "fire_cascade", env=env,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    for name, process in runs.items():
+        output = process.communicate(timeout=300)[0]
+        assert process.returncode == 0 and "metadata is verified with no error" in output, (name, output[-3000:])
+    output = bare.communicate(timeout=300)[0]
+    assert bare.returncode != 0 and "KeyError: 'filepath'" in output, output[-3000:]
+
+
 # ----------------------------------------------------------------------------- pieces
 
 

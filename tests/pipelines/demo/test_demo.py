@@ -6,7 +6,7 @@ The pieces are tested on toy tables and fake methods; the demo end to end (``run
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -26,10 +26,12 @@ from firereg.evaluation.report.gallery import (
 )
 from firereg.evaluation.report.tables import format_cell, markdown_table
 from firereg.evaluation.results import MatrixResult
-from firereg.pipelines.demo.report import reading
+from firereg.pipelines.demo.report import _budget_line, reading
 from firereg.pipelines.demo.run import (
+    DEFAULT_BUDGET_STEPS,
     DemoConfig,
     DemoPaths,
+    budget_text,
     demo_train_config,
     run_demo,
     train_model,
@@ -169,8 +171,8 @@ def test_config_and_split_errors(fire_data, tmp_path):
     with pytest.raises(ValueError, match="TrainConfig.size"):
         DemoConfig(train=TrainConfig(size=8)).validate()
     config = DemoConfig(budget_minutes=2.5).train_config()
-    assert (config.model, config.budget_minutes) == ("cascade", 2.5)
-    assert demo_train_config(3.0).budget_minutes == 3.0
+    assert (config.model, config.budget_minutes, config.budget_steps) == ("cascade", 2.5, None)
+    assert demo_train_config(budget_minutes=3.0).budget_minutes == 3.0
     with pytest.raises(ValueError, match="DemoConfig.benchmark_size"):
         DemoConfig(benchmark_size=8).validate()
     manifest = read_fire(fire_data)
@@ -185,21 +187,39 @@ def test_config_and_split_errors(fire_data, tmp_path):
     assert not DemoPaths(out).run.exists()
 
 
-def test_benchmark_settings_refuse_another_size_and_read_old_folders(tmp_path):
-    from firereg.pipelines.demo.run import _check_benchmark_settings
+def test_budgets_default_to_steps_and_the_report_says_which_applied():
+    assert DemoConfig().budgets() == (DEFAULT_BUDGET_STEPS, None)
+    assert DemoConfig().num_threads == 1  # the thread count changes the weights' last bits
+    assert DemoConfig(budget_minutes=5).budgets() == (None, 5.0)
+    assert DemoConfig(budget_steps=40).budgets() == (40, None)
+    assert DemoConfig(budget_steps=40, budget_minutes=5).budgets() == (40, 5.0)
+    default = DemoConfig().train_config()
+    assert (default.budget_steps, default.budget_minutes, default.epochs) == (DEFAULT_BUDGET_STEPS, None, 100_000)
+    given = DemoConfig(budget_steps=7, train=TrainConfig(size=64, budget_minutes=3)).train_config()
+    assert (given.budget_steps, given.budget_minutes, given.size) == (7, None, 64)  # the demo's budgets replace the train's
+    for bad in ({"budget_steps": 0}, {"budget_steps": 2.5}, {"budget_steps": True}):
+        with pytest.raises(ValueError, match=r"DemoConfig\.budget_steps = .*optimiser steps"):
+            DemoConfig(**bad).validate()
+    with pytest.raises(ValueError, match=r"DemoConfig\.budget_minutes = "):
+        DemoConfig(budget_minutes=float("inf")).validate()
+    assert budget_text(40, None) == "40 steps" and budget_text(None, 2.5) == "2.5 min"
+    assert budget_text(40, 2.5) == "40 steps or 2.5 min (whichever first)"
+    assert "**40 optimiser steps**" in _budget_line({"budget_steps": 40, "budget_minutes": None})
+    assert "same model on any machine" in _budget_line({"budget_steps": 40, "budget_minutes": None})
+    minutes = _budget_line({"budget_minutes": 10.0})  # demo_training.json written before step budgets
+    assert "**10 min** of wall time" in minutes and "steps" not in minutes.split(";")[0]
+    assert "whichever came first" in _budget_line({"budget_steps": 40, "budget_minutes": 10.0})
 
-    new, old = tmp_path / "new", tmp_path / "old"
-    new.mkdir()
-    _check_benchmark_settings(new, 128)  # first call: stored
-    assert json.loads((new / "demo_benchmark.json").read_text()) == {"benchmark_size": 128}
-    _check_benchmark_settings(new, 128)
-    with pytest.raises(ValueError, match="--size 128"):
-        _check_benchmark_settings(new, 96)
-    old.mkdir()
-    (old / "demo_benchmark.json").write_text(json.dumps({"size": 256}))  # written before the key was renamed
-    _check_benchmark_settings(old, 256)
-    with pytest.raises(ValueError, match="--size 256"):
-        _check_benchmark_settings(old, 512)
+
+def test_cli_help_names_the_default_step_budget():
+    from typer.testing import CliRunner
+
+    from firereg.pipelines.cli.app import app
+
+    result = CliRunner().invoke(app, ["demo", "--help"], env={"COLUMNS": "200", "TERM": "dumb"})
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert "--budget-steps" in text and f"default: {DEFAULT_BUDGET_STEPS}," in text and "--budget-minutes" in text
 
 
 def test_train_model_reuses_finished_and_resumes_interrupted_runs(tmp_path, monkeypatch):
@@ -210,7 +230,7 @@ def test_train_model_reuses_finished_and_resumes_interrupted_runs(tmp_path, monk
     calls = []
 
     def fake_train(config, data, out, resume=False, progress=True, num_threads=None):
-        calls.append((config.budget_minutes, resume))
+        calls.append((config.budget_minutes, resume) if config.budget_steps is None else (config.budget_steps, resume))
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "last.pt").write_text("state")
         return {"best_mauc": 0.5, "epochs": 1, "steps": 4, "seconds": 30.0, "stopped": "budget"}
@@ -220,7 +240,7 @@ def test_train_model_reuses_finished_and_resumes_interrupted_runs(tmp_path, monk
     monkeypatch.setattr(demo, "_elapsed_seconds", lambda run: 90.0)
     paths = DemoPaths(tmp_path / "out")
     data = tmp_path / "fire"
-    config = demo_train_config(2.0)
+    config = demo_train_config(budget_steps=None, budget_minutes=2.0)
     # an interrupted run (last.pt, no demo_training.json): resumed with the run's settings, for the rest of the budget
     paths.run.mkdir(parents=True)
     (paths.run / "last.pt").write_text("state")
@@ -236,3 +256,27 @@ def test_train_model_reuses_finished_and_resumes_interrupted_runs(tmp_path, monk
     # a fresh run
     fresh = train_model(config, data, DemoPaths(tmp_path / "new"), progress=False, num_threads=1)
     assert calls[-1] == (2.0, False) and not fresh["resumed"] and fresh["total_seconds"] == 30.0
+    # a step budget counts all sessions: an interrupted run resumes up to the same total
+    steps = DemoPaths(tmp_path / "steps")
+    steps.run.mkdir(parents=True)
+    (steps.run / "last.pt").write_text("state")
+    info = train_model(demo_train_config(budget_steps=50), data, steps, progress=False, num_threads=1)
+    assert calls[-1] == (50, True) and info["budget_steps"] == 50 and info["budget_minutes"] is None
+    assert info["config"]["budget_steps"] == 50
+
+
+@pytest.mark.slow
+def test_the_same_step_budget_trains_the_same_model(fire_data, tmp_path):
+    """The demo's training (train_model with DemoConfig.train_config) twice with one step budget: identical weights."""
+    import torch
+
+    from firereg.pipelines.checkpoints import load_checkpoint
+
+    tiny = dataclasses.replace(demo_train_config(), size=64, kernel_size=5, repeats=1)
+    config = DemoConfig(budget_steps=4, benchmark_size=128, train=tiny).train_config()
+    infos = [train_model(config, fire_data, DemoPaths(tmp_path / name), progress=False, num_threads=1)
+             for name in ("a", "b")]
+    assert [i["result"]["steps"] for i in infos] == [4, 4] and infos[0]["budget_steps"] == 4
+    for name in ("best.pt", "last.pt"):
+        a, b = (load_checkpoint(tmp_path / run / "run" / name)["state_dict"] for run in ("a", "b"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
