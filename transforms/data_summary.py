@@ -1,4 +1,5 @@
-"""A short description of a FIRE folder: pairs per category, overlap, landmark displacement."""
+"""A short description of a FIRE folder: pairs per category, overlap, landmark displacement, and how
+large and nonlinear its motions are next to FIRE's (:mod:`firereg.transforms.motion_stats`)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,15 @@ import pandas as pd
 
 from firereg.transforms.fire_generator import read_generator_metadata
 from firereg.transforms.fire_reader import CATEGORIES
+from firereg.transforms.motion_stats import FIRE_REFERENCE, motion_statistics
 
-__all__ = ["pair_statistics", "summarize_dataset"]
+__all__ = ["pair_statistics", "summarize_dataset", "motion_summary", "MOTION_SUMMARY_TITLE"]
+
+#: the line printed above :func:`motion_summary`
+MOTION_SUMMARY_TITLE = (
+    "motion, px scaled to FIRE's 2912 px: displacement median/max and median residual after the "
+    "least-squares affine, homography and quadratic fit of the control points; this data, then FIRE's"
+)
 
 
 def pair_statistics(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -55,3 +63,17 @@ def summarize_dataset(manifest: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def motion_summary(manifest: pd.DataFrame) -> pd.DataFrame:
+    """:func:`firereg.transforms.motion_stats.motion_statistics` of ``manifest`` (px at FIRE's
+    2912 px; rows with data "this", categories S, P, A, all) followed by FIRE's published values
+    (rows with data "FIRE").
+
+    Columns: data, category, pairs, disp_median, disp_max, affine_res, homography_res, quadratic_res.
+    """
+    names = {"displacement_median": "disp_median", "displacement_max": "disp_max", "affine_residual": "affine_res",
+             "homography_residual": "homography_res", "quadratic_residual": "quadratic_res"}
+    table = pd.concat([motion_statistics(manifest).assign(data="this"), FIRE_REFERENCE.assign(data="FIRE")],
+                      ignore_index=True)
+    return table[["data", *FIRE_REFERENCE.columns]].rename(columns=names)

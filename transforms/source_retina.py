@@ -18,8 +18,12 @@ from skimage.filters import sato
 
 from firereg.transforms.fov import estimate_fov_mask
 from firereg.transforms.io import read_rgb
+from firereg.transforms.synthetic_retina import add_pathology, draw_anatomy
 
-__all__ = ["SourceRetina", "load_source", "anatomical_change"]
+__all__ = ["SourceRetina", "load_source", "procedural_source", "anatomical_change"]
+
+#: a source darker than this (99th percentile of its brightest channel, 0..255) holds no retina
+MIN_BRIGHTNESS = 10
 
 
 @dataclass
@@ -46,7 +50,8 @@ def load_source(source: str | None = None) -> SourceRetina:
 
     Raises:
         FileNotFoundError: naming ``source`` if missing.
-        ValueError: naming ``source`` if it is not a readable photograph or smaller than 256 px.
+        ValueError: naming ``source`` if it is not a readable photograph, smaller than 256 px, or
+            blank (all black: no field of view).
     """
     if source is None:
         from skimage.data import retina
@@ -58,8 +63,12 @@ def load_source(source: str | None = None) -> SourceRetina:
         name = str(Path(source))
     if min(rgb8.shape[:2]) < 256:
         raise ValueError(f"source image {name} is too small ({rgb8.shape[1]}x{rgb8.shape[0]}); need >= 256 px")
+    if float(np.percentile(rgb8.max(axis=2), 99)) < MIN_BRIGHTNESS:
+        raise ValueError(f"source image {name} is blank (all black): no retina to generate from")
     rgb = rgb8.astype(np.float32) / 255.0
     fov = estimate_fov_mask(rgb8, erode_px=4)
+    if fov.sum() < 0.05 * fov.size:
+        raise ValueError(f"source image {name} has no field of view (under 5 % of it is retina)")
     ys, xs = np.nonzero(fov)
     centre = (float(xs.mean()), float(ys.mean()))
     radius = float(np.sqrt(fov.sum() / np.pi))
@@ -75,35 +84,42 @@ def load_source(source: str | None = None) -> SourceRetina:
     return SourceRetina(name, rgb, centre, radius, vessels, vessel_points)
 
 
+def procedural_source(seed: int, size: int, unit: float) -> SourceRetina:
+    """A synthetic retina (:func:`firereg.transforms.synthetic_retina.draw_anatomy`) as a source.
+
+    Args:
+        seed: the retina is a deterministic function of it.
+        size: width = height of the canvas, px; the whole canvas is retina (the source's field
+            of view is the inscribed disk).
+        unit: field-of-view radius of one photograph of this retina, px of the canvas.
+
+    Returns:
+        The :class:`SourceRetina`; its vessel points are the junctions and the centre lines of
+        vessels at least 2 px wide.
+    """
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x50C3])
+    anatomy = draw_anatomy(rng, (size, size), unit)
+    c = (size - 1) / 2.0
+    points = np.concatenate([anatomy.junctions, anatomy.vessel_points])
+    inside = np.linalg.norm(points - c, axis=1) < 0.97 * size / 2
+    return SourceRetina(f"procedural retina {seed}", anatomy.rgb, (c, c), size / 2.0, anatomy.vessels, points[inside])
+
+
 def anatomical_change(
-    rng: np.random.Generator, source: SourceRetina, region: np.ndarray
+    rng: np.random.Generator, source: SourceRetina, region: np.ndarray, unit: float
 ) -> tuple[np.ndarray, dict]:
-    """A copy of the source retina with lesions and changed vessel contrast (category A).
+    """A copy of the source retina with FIRE category A's changes
+    (:func:`firereg.transforms.synthetic_retina.add_pathology`: exudates, haemorrhages, drusen,
+    vessel contrast, haze).
 
     Args:
         rng: the pair's random generator (draws are part of the dataset's definition).
         source: the source retina.
         region: (N, 2) ``(x, y)`` source pixels around which the lesions are placed.
+        unit: field-of-view radius of a view, source px (sets the lesion sizes).
 
     Returns:
         The changed (H, W, 3) float32 RGB in [0, 1] (row-major, like ``source.rgb``) and a
-        record of the changes (lesions, vessel contrast change) for ``generator.json``.
+        record of the changes for ``generator.json``.
     """
-    rgb = source.rgb.copy()
-    h, w = rgb.shape[:2]
-    yy, xx = np.mgrid[0:h, 0:w]
-    lesions = []
-    for _ in range(int(rng.integers(4, 10))):
-        cx, cy = region[int(rng.integers(len(region)))] + rng.normal(0, 40, 2)
-        sigma = rng.uniform(4, 14)
-        blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma**2)).astype(np.float32)[..., None]
-        if rng.random() < 0.5:  # hard exudate: bright yellow
-            rgb = rgb + blob * np.array([0.35, 0.30, 0.05], dtype=np.float32)
-            kind = "exudate"
-        else:  # haemorrhage: dark red
-            rgb = rgb * (1 - blob * np.array([0.35, 0.65, 0.65], dtype=np.float32))
-            kind = "haemorrhage"
-        lesions.append({"kind": kind, "x": float(cx), "y": float(cy), "sigma": float(sigma)})
-    vessel_change = float(rng.choice([-1, 1]) * rng.uniform(0.15, 0.35))
-    rgb = rgb * (1 - vessel_change * source.vessels[..., None])
-    return np.clip(rgb, 0, 1), {"lesions": lesions, "vessel_contrast_change": vessel_change}
+    return add_pathology(rng, source.rgb, source.vessels, region, unit)
