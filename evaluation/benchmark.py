@@ -252,9 +252,14 @@ def score_pair(method: RegistrationMethod, label: str, row: dict, overlay_dir: P
         record.update(jac_min=quality.jac_min, folding_fraction=quality.folding_fraction)
     except Exception as err:  # the registration stands; its quality stays unknown (NaN)
         logger.warning("%s %s: no deformation quality: %s", label, row["name"], err)
-    spaces = {"moving": result.fixed_to_moving(fixed_points)}
-    if result.invertible:
-        spaces["fixed"] = result.moving_to_fixed(moving_points)
+    spaces = {error.direction: mapped}  # the scored points; the other space where the result can map them
+    try:
+        if "moving" not in spaces:
+            spaces["moving"] = result.fixed_to_moving(fixed_points)
+        elif result.invertible:
+            spaces["fixed"] = result.moving_to_fixed(moving_points)
+    except Exception as err:  # the scored error above stands without them
+        logger.warning("%s %s: no mapped points in the other image: %s", label, row["name"], err)
     for space, pts in spaces.items():
         record["points"] += [
             {"method": label, "pair": row["name"], "point": i, "space": space, "x": float(x), "y": float(y)}
