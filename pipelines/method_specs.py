@@ -11,6 +11,12 @@ A spec is one of
   (instance optimisation of the predicted field on each pair,
   :func:`firereg.pipelines.inference.refine.fundus_refinement`) for :data:`DEFAULT_TTO_STEPS` / ``N``
   steps per pyramid level;
+- ``hybrid:PATH``: keypoints + quadratic global map (``sift-quadratic``), then the deformable
+  stage of the ``voxelmorph`` or ``cascade`` model in ``PATH`` on the globally aligned pair,
+  composed into one map (:class:`firereg.pipelines.inference.hybrid.HybridMethod`);
+  ``hybrid+tto:PATH`` / ``hybrid+ttoN:PATH`` refine the deformable stage's field on the aligned
+  pair as ``TYPE+tto`` does; ``hybrid`` without a run is refused (the global stage alone is
+  ``sift-quadratic``);
 - ``LABEL=`` before any deep spec names it in the tables (needed to compare two runs of
   the same type, e.g. ``short=cascade:runs/a,long=cascade:runs/b``).
 
@@ -40,6 +46,7 @@ from firereg.pipelines.nn.networks import MODEL_TYPES
 
 __all__ = [
     "DEFAULT_TTO_STEPS",
+    "HYBRID",
     "MethodSpec",
     "parse_method_spec",
     "parse_method_list",
@@ -53,6 +60,8 @@ __all__ = [
 DEFAULT_TTO_STEPS = 50
 
 _LABEL_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
+#: the model type of ``hybrid:PATH`` specs (keypoints + quadratic, then a checkpoint's deformable stage)
+HYBRID = "hybrid"
 _KIND_RE = re.compile(r"^(?P<type>[a-z]+)(?P<tto>\+tto(?P<steps>\d+)?)?$")
 
 
@@ -63,7 +72,8 @@ class MethodSpec:
     Attributes:
         text: the spec as given.
         label: the method's name in tables.
-        model_type: ``None`` for a baseline, else one of :data:`firereg.pipelines.nn.networks.MODEL_TYPES`.
+        model_type: ``None`` for a baseline, else one of :data:`firereg.pipelines.nn.networks.MODEL_TYPES`
+            or :data:`HYBRID`.
         path: run folder or checkpoint of a deep spec (``None`` for a baseline).
         tto_steps: test-time refinement steps (0 = off).
     """
@@ -84,7 +94,9 @@ def valid_forms() -> str:
     """One line listing the valid spec forms (for error messages)."""
     return (
         f"a baseline ({', '.join(sorted(METHODS))}), or TYPE:PATH, TYPE+tto:PATH, TYPE+ttoN:PATH "
-        f"with TYPE one of {', '.join(MODEL_TYPES)} and PATH a run folder or .pt checkpoint "
+        f"with TYPE one of {', '.join(MODEL_TYPES)} and PATH a run folder or .pt checkpoint, "
+        f"or {HYBRID}:PATH, {HYBRID}+tto:PATH (sift-quadratic, then the deformable stage of a voxelmorph "
+        f"or cascade PATH) "
         f"(optionally LABEL= in front to name it)"
     )
 
@@ -105,6 +117,11 @@ def parse_method_spec(spec: str) -> MethodSpec:
     if not isinstance(text, str) or not text:
         raise ValueError(f"empty method spec {spec!r}; valid forms: {valid_forms()}")
     if ":" not in text:
+        if text.rpartition("=")[2] == HYBRID:
+            raise ValueError(
+                f"method spec {text!r} names no run: use {HYBRID}:RUN with a voxelmorph or cascade run folder "
+                f"or checkpoint (the global stage alone is sift-quadratic); valid forms: {valid_forms()}"
+            )
         if text not in METHODS:
             raise ValueError(f"unknown method {text!r}; valid forms: {valid_forms()}")
         return MethodSpec(text=text, label=text)
@@ -118,7 +135,7 @@ def parse_method_spec(spec: str) -> MethodSpec:
                 f"valid forms: {valid_forms()}"
             )
     match = _KIND_RE.match(head)
-    if match is None or match["type"] not in MODEL_TYPES:
+    if match is None or match["type"] not in (*MODEL_TYPES, HYBRID):
         raise ValueError(f"unknown model type {head!r} in method spec {text!r}; valid forms: {valid_forms()}")
     if not path:
         raise ValueError(f"method spec {text!r} names no run folder or checkpoint after ':'; valid forms: {valid_forms()}")
@@ -140,22 +157,47 @@ def parse_method_list(text: str | Sequence[str]) -> list[str]:
         The specs, stripped, in order.
 
     Raises:
-        ValueError: for an empty list, a bad spec, or two specs with one label.
+        ValueError: for an empty list, a bad spec, or two specs with one label; the last names the
+            first clash and gives a ``--methods`` value without clashes (a repeated baseline
+            dropped, a deep spec relabelled ``LABEL-2=...``) that this function accepts.
     """
     items = text.split(",") if isinstance(text, str) else list(text)
     specs = [s.strip() for s in items if s.strip()]
     if not specs:
         raise ValueError(f"no methods given; valid forms: {valid_forms()}")
+    parsed = [parse_method_spec(spec) for spec in specs]
     seen: dict[str, str] = {}
-    for spec in specs:
-        label = parse_method_spec(spec).label
-        if label in seen:
+    for spec in parsed:
+        if spec.label in seen:
+            how = "name one with LABEL=" if spec.deep else "list a baseline once"
             raise ValueError(
-                f"methods {seen[label]!r} and {spec!r} would both be labelled {label!r}; "
-                f"name one with LABEL=, e.g. {label}-2={spec}"
+                f"methods {seen[spec.label]!r} and {spec.text!r} would both be labelled {spec.label!r}; "
+                f"{how}, e.g. --methods {','.join(_without_clashes(parsed))}"
             )
-        seen[label] = spec
+        seen[spec.label] = spec.text
     return specs
+
+
+def _without_clashes(parsed: Sequence[MethodSpec]) -> list[str]:
+    """The specs with every repeated label resolved: a repeated baseline dropped (it takes no label),
+    a repeated deep spec relabelled ``LABEL-N=TYPE:PATH`` with the first ``N >= 2`` no spec uses."""
+    taken = {spec.label for spec in parsed}
+    used: set[str] = set()
+    out = []
+    for spec in parsed:
+        if spec.label not in used:
+            used.add(spec.label)
+            out.append(spec.text)
+        elif spec.deep:
+            n = 2
+            while f"{spec.label}-{n}" in taken:
+                n += 1
+            label = f"{spec.label}-{n}"
+            taken.add(label)
+            used.add(label)
+            head, _, path = spec.text.partition(":")
+            out.append(f"{label}={head.rpartition('=')[2]}:{path}")  # TYPE[+ttoN]:PATH as given, relabelled
+    return out
 
 
 def make_any_method(spec: str) -> RegistrationMethod:
@@ -187,6 +229,12 @@ def make_any_method(spec: str) -> RegistrationMethod:
     from firereg.pipelines.inference.refine import fundus_refinement
 
     refine = fundus_refinement(parsed.tto_steps) if parsed.tto_steps > 0 else None
+    if parsed.model_type == HYBRID:
+        from firereg.pipelines.inference.hybrid import HybridMethod
+
+        method = HybridMethod(parsed.path, name=parsed.label, refine=refine)
+        method.fingerprint = method_fingerprint(spec)
+        return method
     method = DeepMethod(parsed.path, expected_type=parsed.model_type, refine=refine, name=parsed.label)
     method.fingerprint = method_fingerprint(spec)
     return method
@@ -206,7 +254,8 @@ def method_fingerprint(spec: str, method: RegistrationMethod | None = None) -> d
     Returns:
         A JSON-able dict: ``spec``, ``label`` and, for a baseline, ``settings`` (its dataclass
         fields); for a trained model ``model_type``, ``refine`` (test-time refinement settings
-        or None), ``checkpoint`` (resolved path) and ``checkpoint_sha256`` (of its content).
+        or None), ``checkpoint`` (resolved path) and ``checkpoint_sha256`` (of its content); a
+        ``hybrid`` spec also ``settings`` (its global stage's dataclass fields).
 
     Raises:
         ValueError: for a bad spec.
@@ -222,7 +271,10 @@ def method_fingerprint(spec: str, method: RegistrationMethod | None = None) -> d
 
     checkpoint = resolve_checkpoint(parsed.path).resolve()
     refine = dataclasses.asdict(fundus_refinement(parsed.tto_steps)) if parsed.tto_steps > 0 else None
+    extra = {}
+    if parsed.model_type == HYBRID:
+        extra["settings"] = dataclasses.asdict(make_method("sift-quadratic"))
     return jsonable({
         "spec": parsed.text, "label": parsed.label, "model_type": parsed.model_type, "refine": refine,
-        "checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint),
+        "checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint), **extra,
     })

@@ -7,6 +7,8 @@ with the image).
 - ``identity``: no registration (the floor).
 - ``elastix-rigid`` / ``elastix-affine`` / ``elastix-bspline``: ITK-elastix, intensity based.
 - ``sift``: SIFT keypoints, ratio test, RANSAC homography.
+- ``sift-quadratic``: ``sift``, then a robust quadratic (12-parameter) refit on the matches
+  (the homography is kept where the quadratic would fold inside the field of view).
 
 Example:
     >>> from firereg.evaluation.baselines import make_method
@@ -25,7 +27,7 @@ from firereg.evaluation.baselines.elastix import (
     elastix_rigid,
 )
 from firereg.evaluation.baselines.identity import IdentityMethod
-from firereg.evaluation.baselines.sift import SiftMethod
+from firereg.evaluation.baselines.sift import SiftMethod, SiftQuadraticMethod
 from firereg.evaluation.results import RegistrationMethod
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "IdentityMethod",
     "ElastixMethod",
     "SiftMethod",
+    "SiftQuadraticMethod",
 ]
 
 #: name → factory of a method with its default (tuned) settings
@@ -43,6 +46,7 @@ METHODS: dict[str, Callable[[], RegistrationMethod]] = {
     "elastix-affine": elastix_affine,
     "elastix-bspline": elastix_bspline,
     "sift": SiftMethod,
+    "sift-quadratic": SiftQuadraticMethod,
 }
 
 

@@ -1,4 +1,4 @@
-"""SIFT + RANSAC homography: the classical feature-based baseline.
+"""SIFT + RANSAC homography (``sift``) and its quadratic refit (``sift-quadratic``): feature baselines.
 
 SIFT keypoints on the CLAHE-enhanced green channel inside the eroded field of view, Lowe
 ratio-test matching and a RANSAC homography. The match arrays are built as (fixed
@@ -15,11 +15,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from firereg.evaluation.results import MatrixResult
+from firereg.evaluation.baselines.quadratic import QuadraticRefit, refine_to_quadratic
+from firereg.evaluation.results import MatrixResult, RegistrationResult
 from firereg.transforms.channels import select_channel
 from firereg.transforms.fov import field_of_view
 
-__all__ = ["SiftMethod", "sift_features"]
+__all__ = ["SiftMethod", "SiftQuadraticMethod", "sift_features"]
 
 
 def _green_u8(image: np.ndarray) -> np.ndarray:
@@ -77,28 +78,22 @@ class SiftMethod:
             green, mask, self.clahe_clip_limit, self.clahe_tiles, self.n_features, self.contrast_threshold
         )
 
-    def register(
+    def match(
         self,
         fixed: np.ndarray,
         moving: np.ndarray,
         fixed_mask: np.ndarray | None = None,
         moving_mask: np.ndarray | None = None,
-    ) -> MatrixResult:
-        """Register ``moving`` onto ``fixed`` with a SIFT/RANSAC homography.
-
-        Args:
-            fixed: (H, W, 3) RGB uint8 or (H, W) fixed image, row-major.
-            moving: (H', W', 3) RGB uint8 or (H', W') moving image, row-major.
-            fixed_mask: (H, W) bool field of view, or None to estimate it.
-            moving_mask: (H', W') bool field of view, or None to estimate it.
+    ) -> tuple[MatrixResult, np.ndarray, np.ndarray, np.ndarray]:
+        """SIFT matches and their RANSAC homography (arguments as :meth:`register`).
 
         Returns:
-            :class:`MatrixResult` whose matrix maps fixed to moving pixels.
+            ``(result, fixed_points, moving_points, inliers)``: the homography result, the
+            (N, 2) ratio-test matches as ``(x, y)`` pixels of each image and the (N,) bool
+            RANSAC inlier mask.
 
         Raises:
-            RuntimeError: naming the method, for a field of view that cannot be found, does not
-                fit its image or is empty after erosion; too few keypoints, matches or
-                inliers; or a degenerate homography.
+            RuntimeError: as :meth:`register`.
         """
         fixed_shape = np.asarray(fixed).shape[:2]
         moving_shape = np.asarray(moving).shape[:2]
@@ -141,7 +136,81 @@ class SiftMethod:
         result = MatrixResult(h / h[2, 2], fixed_shape, moving_shape)
         result.n_matches = len(good)  # diagnostics for reports
         result.n_inliers = n_in
-        return result
+        return result, src.astype(np.float64), dst.astype(np.float64), inliers.ravel().astype(bool)
+
+    def register(
+        self,
+        fixed: np.ndarray,
+        moving: np.ndarray,
+        fixed_mask: np.ndarray | None = None,
+        moving_mask: np.ndarray | None = None,
+    ) -> MatrixResult:
+        """Register ``moving`` onto ``fixed`` with a SIFT/RANSAC homography.
+
+        Args:
+            fixed: (H, W, 3) RGB uint8 or (H, W) fixed image, row-major.
+            moving: (H', W', 3) RGB uint8 or (H', W') moving image, row-major.
+            fixed_mask: (H, W) bool field of view, or None to estimate it.
+            moving_mask: (H', W') bool field of view, or None to estimate it.
+
+        Returns:
+            :class:`MatrixResult` whose matrix maps fixed to moving pixels.
+
+        Raises:
+            RuntimeError: naming the method, for a field of view that cannot be found, does not
+                fit its image or is empty after erosion; too few keypoints, matches or
+                inliers; or a degenerate homography.
+        """
+        return self.match(fixed, moving, fixed_mask, moving_mask)[0]
+
+
+@dataclass
+class SiftQuadraticMethod(SiftMethod):
+    """SIFT + RANSAC homography, then a robust quadratic (12-parameter) refit on the matches.
+
+    The matches within ``candidate_px`` of the homography are refitted with a quadratic
+    (Huber IRLS, ridge towards the homography: :func:`firereg.evaluation.baselines.quadratic.refine_to_quadratic`).
+    Where the quadratic would fold inside the fixed field of view, or too few matches
+    remain, the homography is kept; the result's ``global_note`` says which and why.
+    Lengths are pixels at ``reference_size`` and scale with the image, as in :class:`SiftMethod`.
+    """
+
+    name: str = "sift-quadratic"
+    #: matches within this distance of the homography enter the quadratic refit, px
+    candidate_px: float = 6.0
+    #: Huber threshold of the quadratic IRLS fit, px
+    huber_px: float = 1.0
+    #: pull of the quadratic terms towards the homography (per match, normalised coordinates)
+    ridge: float = 1e-4
+    #: fewer candidate matches than this → keep the homography
+    min_quadratic_points: int = 12
+
+    def register(
+        self,
+        fixed: np.ndarray,
+        moving: np.ndarray,
+        fixed_mask: np.ndarray | None = None,
+        moving_mask: np.ndarray | None = None,
+    ) -> RegistrationResult:
+        """Register ``moving`` onto ``fixed``: homography, then quadratic (arguments as :meth:`SiftMethod.register`).
+
+        Returns:
+            :class:`~firereg.evaluation.baselines.quadratic.QuadraticResult`, or the homography's
+            :class:`MatrixResult` where the quadratic is rejected (``global_note`` says why).
+
+        Raises:
+            RuntimeError: as :meth:`SiftMethod.register`.
+        """
+        homography, src, dst, _ = self.match(fixed, moving, fixed_mask, moving_mask)
+        scale = max(homography.fixed_shape) / float(self.reference_size)
+        refit = QuadraticRefit(
+            candidate_px=self.candidate_px * scale, huber_px=self.huber_px * scale, ridge=self.ridge,
+            min_points=self.min_quadratic_points, fold_step_px=max(1, int(round(8 * scale))),
+        )
+        fov = None
+        if fixed_mask is not None and np.asarray(fixed_mask).shape == homography.fixed_shape:
+            fov = np.asarray(fixed_mask, dtype=bool)
+        return refine_to_quadratic(homography, src, dst, refit, fov)
 
 
 def sift_features(

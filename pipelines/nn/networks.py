@@ -16,11 +16,16 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from monai.networks.blocks import DVF2DDF, Warp
+from monai.networks.blocks import DVF2DDF
 from monai.networks.nets import BasicUNet
 from torch import nn
 
-from firereg.pipelines.nn.fields import affine_to_ddf, crop_to, pad_to_multiple
+from firereg.pipelines.nn.fields import (
+    affine_to_ddf,
+    crop_to,
+    make_warp,
+    pad_to_multiple,
+)
 
 __all__ = [
     "VoxelMorphNet",
@@ -86,7 +91,7 @@ class VoxelMorphNet(nn.Module):
         nn.init.normal_(self.flow.weight, 0.0, 1e-5)
         nn.init.zeros_(self.flow.bias)
         self.integrate = DVF2DDF(num_steps=integration_steps) if integration_steps > 0 else None
-        self.warp = Warp(mode="bilinear", padding_mode="zeros")
+        self.warp = make_warp()
 
     def _check(self, moving: torch.Tensor, fixed: torch.Tensor) -> None:
         if moving.shape != fixed.shape:
@@ -176,7 +181,7 @@ class AffineNet(nn.Module):
         for head in (self.translation, self.rotation, self.log_scale, self.shear):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
-        self.warp = Warp(mode="bilinear", padding_mode="zeros")
+        self.warp = make_warp()
 
     def correlation(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
         """(B, grid*grid, grid, grid): channel = moving location, spatial = fixed location."""
@@ -298,7 +303,7 @@ class MatchingAffineNet(nn.Module):
         self.encoder = nn.Sequential(*layers)
         self.stride = 2 ** len(features)
         self.log_temperature = nn.Parameter(torch.tensor(math.log(0.1)))
-        self.warp = Warp(mode="bilinear", padding_mode="zeros")
+        self.warp = make_warp()
 
     def cell_centres(self, spatial: Sequence[int], device=None, dtype=torch.float32) -> torch.Tensor:
         """(N, 2) pixel index coordinates of the cell centres, axis 0 varying slowest."""
@@ -405,7 +410,7 @@ class CascadeNet(nn.Module):
         self.deformable = deformable or VoxelMorphNet(spatial_dims=2, in_channels=self.affine.in_channels, half_res=True)
         self.spatial_dims = 2
         self.in_channels = self.affine.in_channels
-        self.warp = Warp(mode="bilinear", padding_mode="zeros")
+        self.warp = make_warp()
 
     def compose(self, matrix: torch.Tensor, ddf: torch.Tensor) -> torch.Tensor:
         """DDF of ``p -> A(p + u(p))`` for affines (B, 2, 3) and DDFs (B, 2, *spatial)."""

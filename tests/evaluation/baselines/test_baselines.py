@@ -103,7 +103,7 @@ def _check_recovers(result, pair, tol_f2m: float, tol_m2f: float | None) -> None
 
 
 def test_registry_names_and_bad_name():
-    assert set(METHODS) == {"identity", "elastix-rigid", "elastix-affine", "elastix-bspline", "sift"}
+    assert set(METHODS) == {"identity", "elastix-rigid", "elastix-affine", "elastix-bspline", "sift", "sift-quadratic"}
     for name in METHODS:
         method = make_method(name)
         assert method.name == name
