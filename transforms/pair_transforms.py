@@ -4,7 +4,8 @@ A data dictionary holds (see :mod:`firereg.transforms.datasets` for how it is bu
 
 - ``fixed``, ``moving``: image paths, then MONAI ``MetaTensor`` images (C, W, H) in the
   ``XY`` layout of :mod:`firereg.transforms.coords` (``PILReader``);
-- ``mask``: path of the FIRE field-of-view mask (``Masks/mask.png``) or None;
+- ``mask``: path of the FIRE field-of-view mask (``Masks/mask.png``) or None (or the mask
+  itself, a row-major (H, W) array, for pairs made in memory: :mod:`firereg.transforms.generated_pairs`);
 - ``fixed_mask``, ``moving_mask``: (1, W, H) float 0/1 field-of-view masks;
 - ``fixed_points``, ``moving_points``: control points, ``(x, y)`` pixels. They enter as
   (N, 2) arrays in full-resolution pixels and leave as MONAI points (1, N, 2) in pixels
@@ -131,7 +132,8 @@ class FieldOfViewMaskd(MapTransform):
     Args:
         keys: image keys (channel-first MetaTensors in the ``XY`` layout).
         mask_keys: output keys, one per image key.
-        mask_path_key: key of the mask file path (None or missing → estimate).
+        mask_path_key: key of the mask file path (None or missing → estimate), or of the
+            mask itself, a row-major (H, W) array (non-zero inside) shared by both images.
     """
 
     def __init__(
@@ -154,10 +156,12 @@ class FieldOfViewMaskd(MapTransform):
         for key, mask_key in self.key_iterator(d, self.mask_keys):
             img = d[key]
             image_yx = xy_to_yx(img)  # (H, W, C)
-            given = read_mask(mask_path) if has_file else None
+            given = None if not has_file else (
+                mask_path if isinstance(mask_path, np.ndarray) else read_mask(mask_path))
             if given is not None and given.shape != image_yx.shape[:2]:
                 raise ValueError(
-                    f"mask {mask_path} is {given.shape[1]}x{given.shape[0]} (width x height) but image "
+                    f"mask {'(array)' if isinstance(mask_path, np.ndarray) else mask_path} is "
+                    f"{given.shape[1]}x{given.shape[0]} (width x height) but image "
                     f"{key!r} is {image_yx.shape[1]}x{image_yx.shape[0]}"
                 )
             mask_xy = yx_to_xy(field_of_view(image_yx, given))  # (1, W, H)
@@ -263,18 +267,24 @@ class PairTransformConfig:
     intensity: bool = False
 
 
-def pair_transforms(config: PairTransformConfig | None = None) -> Compose:
+def pair_transforms(config: PairTransformConfig | None = None, load: bool = True) -> Compose:
     """The MONAI pipeline for a FIRE pair dictionary (see the module docstring).
 
     Deterministic steps come first so ``CacheDataset`` caches them; random augmentation
     (a random affine of the moving image, a shared left-right flip) comes last, followed
     by the conversion of points into the final pixel grid.
+
+    Args:
+        config: the pipeline's settings.
+        load: start by reading the images from their paths (``LoadImaged``); False for
+            dictionaries whose images are loaded already: (C, W, H) ``MetaTensor`` images
+            as ``LoadImaged`` gives them (:mod:`firereg.transforms.generated_pairs`).
     """
     config = config or PairTransformConfig()
     if config.size < 16:
         raise ValueError(f"working size must be at least 16 px, got {config.size}")
-    steps: list = [
-        LoadImaged(keys=IMAGES, reader="PILReader", ensure_channel_first=True, image_only=True),
+    loading = [LoadImaged(keys=IMAGES, reader="PILReader", ensure_channel_first=True, image_only=True)] if load else []
+    steps: list = loading + [
         EnsureTyped(keys=IMAGES, dtype=torch.float32, track_meta=True),
         FieldOfViewMaskd(keys=IMAGES, mask_keys=MASKS, mask_path_key=MASK_PATH),
         SelectChanneld(keys=IMAGES, channel=config.channel),

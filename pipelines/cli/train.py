@@ -19,6 +19,25 @@ if TYPE_CHECKING:
 
 __all__ = ["make_patches_command", "train_command"]
 
+# the options of generated training pairs (firereg.transforms.generated_pairs)
+TrainPairsOption = Annotated[
+    str | None,
+    typer.Option("--train-pairs", help="folder (the --data training split) or generated (a fresh generated pair "
+                                       "every step; validation stays on the --data validation split) (default: folder)."),
+]
+GeneratedRetinasOption = Annotated[
+    str | None,
+    typer.Option("--generated-retinas", help="Generated pairs: procedural, photograph (skimage's retina) or mixed "
+                                             "(default: procedural)."),
+]
+PhotographShareOption = Annotated[
+    float | None,
+    typer.Option("--photograph-share", help="Generated pairs, mixed: share of pairs from the photograph, in (0, 1)."),
+]
+PairsPerEpochOption = Annotated[
+    int | None, typer.Option("--pairs-per-epoch", help="Generated pairs per epoch (default: 256).")
+]
+
 
 @user_errors
 def make_patches_command(
@@ -124,6 +143,10 @@ def train_command(
     affine_warmup: Annotated[
         float | None, typer.Option("--affine-warmup", help="Cascade: share of the budget (or epochs) training only the affine stage (default: 0).")
     ] = None,
+    train_pairs: TrainPairsOption = None,
+    generated_retinas: GeneratedRetinasOption = None,
+    photograph_share: PhotographShareOption = None,
+    pairs_per_epoch: PairsPerEpochOption = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from last.pt (its settings unless given).")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
     threads: Annotated[
@@ -143,6 +166,8 @@ def train_command(
         "augment": augment, "seed": seed, "checkpoint_every": checkpoint_every, "budget_minutes": budget_minutes,
         "budget_steps": budget_steps, "integration_steps": integration_steps, "patches": str(patches) if patches is not None else None,
         "estimator": estimator, "self_pairs": self_pairs, "repeats": repeats, "affine_warmup": affine_warmup,
+        "train_pairs": train_pairs, "generated_retinas": generated_retinas, "photograph_share": photograph_share,
+        "pairs_per_epoch": pairs_per_epoch,
     }
     given = {k: v for k, v in given.items() if v is not None}
     check_output_folder(out, "--out")

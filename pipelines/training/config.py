@@ -25,12 +25,15 @@ from firereg.pipelines.nn.losses import SIMILARITIES, SMOOTHNESS, LossConfig
 from firereg.pipelines.nn.networks import AFFINE_ESTIMATORS, MODEL_TYPES
 from firereg.transforms.channels import CHANNELS
 from firereg.transforms.datasets import CACHE_MODES
+from firereg.transforms.generated_pairs import RETINA_MODES
 from firereg.transforms.pair_transforms import PairTransformConfig
 from firereg.transforms.splits import DEFAULT_VAL_FRACTION
 
-__all__ = ["AFFINE_SUPERVISION", "DEFAULT_BENCHMARK_SIZE", "TrainConfig", "run_config"]
+__all__ = ["AFFINE_SUPERVISION", "DEFAULT_BENCHMARK_SIZE", "TRAIN_PAIRS", "TrainConfig", "run_config"]
 
 AFFINE_SUPERVISION = ("points", "similarity")
+#: where the training pairs come from: the data folder's training split, or generated on the fly
+TRAIN_PAIRS = ("folder", "generated")
 #: the working size of ``firereg benchmark`` (:class:`firereg.evaluation.benchmark.BenchmarkConfig`), px
 DEFAULT_BENCHMARK_SIZE: int = BenchmarkConfig(methods=[]).benchmark_size
 
@@ -94,6 +97,14 @@ class TrainConfig:
         benchmark_size: the benchmark size, px: validation resizes each full-resolution pair
             to this longest side first (``firereg benchmark --size``), then the network
             resizes it to ``size``; default: the benchmark's default.
+        train_pairs: ``folder`` (the data folder's training split, cycled every epoch) or
+            ``generated`` (a fresh generated pair every item,
+            :class:`firereg.transforms.generated_pairs.GeneratedPairs`; validation stays on
+            the data folder's validation split).
+        generated_retinas: ``generated`` only: the retinas of the pairs, ``procedural`` (one
+            of its own per pair), ``photograph`` (``skimage.data.retina()``) or ``mixed``.
+        photograph_share: ``mixed`` only: the share of generated pairs from the photograph, in (0, 1).
+        pairs_per_epoch: ``generated`` only: items per epoch (each repeated ``repeats`` times, each time new).
     """
 
     model: str = "cascade"
@@ -121,6 +132,10 @@ class TrainConfig:
     repeats: int = 1
     affine_warmup: float = 0.0
     benchmark_size: int = DEFAULT_BENCHMARK_SIZE
+    train_pairs: str = "folder"
+    generated_retinas: str = "procedural"
+    photograph_share: float = 0.0
+    pairs_per_epoch: int = 256
 
     def __post_init__(self) -> None:
         if isinstance(self.patches, os.PathLike):
@@ -198,6 +213,26 @@ class TrainConfig:
                 raise bad("patches", f"patch training trains only the affine model, not {self.model!r}")
         if not _is_int(self.benchmark_size) or self.benchmark_size < 16:
             raise bad("benchmark_size", "need an integer >= 16 (pixels, the longest side)")
+        self._validate_train_pairs()
+
+    def _validate_train_pairs(self) -> None:
+        """The checks of ``train_pairs`` and the generated pairs' settings (see :meth:`validate`)."""
+        bad = self._bad
+        if self.train_pairs not in TRAIN_PAIRS:
+            raise bad("train_pairs", f"choose one of {list(TRAIN_PAIRS)}")
+        if self.train_pairs == "generated" and self.patches is not None:
+            raise bad("train_pairs", "generated pairs and a patch folder (patches) are two training sources; choose one")
+        if self.generated_retinas not in RETINA_MODES:
+            raise bad("generated_retinas", f"choose one of {list(RETINA_MODES)}")
+        if not _is_num(self.photograph_share) or not 0 <= self.photograph_share <= 1:
+            raise bad("photograph_share", "need a share in [0, 1]")
+        if self.generated_retinas == "mixed" and not 0 < self.photograph_share < 1:
+            raise bad("photograph_share", "generated_retinas 'mixed' needs a share in (0, 1) of pairs from the photograph")
+        if self.generated_retinas != "mixed" and self.photograph_share != 0:
+            raise bad("photograph_share", f"only generated_retinas 'mixed' uses it, not {self.generated_retinas!r}; "
+                                          "leave it 0")
+        if not _is_int(self.pairs_per_epoch) or self.pairs_per_epoch < 1:
+            raise bad("pairs_per_epoch", "need an integer >= 1 (generated pairs per epoch)")
 
     def net_kwargs(self) -> dict:
         """Keyword arguments of :func:`firereg.pipelines.nn.networks.build_network` (stored in checkpoints)."""

@@ -19,6 +19,8 @@ validation leaves the training's random state as it was. Validation scores throu
 the benchmark's own routine (:func:`firereg.pipelines.training.validation.validate_network`).
 Distributed data-parallel training: :mod:`firereg.pipelines.training.distributed`; resuming
 mid-epoch needs the same world size (the checkpoint records it), at an epoch boundary it does not.
+With ``train_pairs="generated"`` the training items are fresh generated pairs
+(:class:`firereg.transforms.generated_pairs.GeneratedPairs`), seeded the same way, so resume stays exact.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from firereg.pipelines.training.trainer import Trainer
 from firereg.pipelines.training.validation import is_better, validate_network
 from firereg.transforms.datasets import fire_dataset
 from firereg.transforms.fire_reader import read_fire
+from firereg.transforms.generated_pairs import GeneratedPairs
 from firereg.transforms.io import folder_lock, is_atomic_temporary
 from firereg.transforms.splits import (
     make_split,
@@ -86,7 +89,8 @@ def train(
 
     Args:
         config: the run's settings.
-        data: FIRE folder (real or generated).
+        data: FIRE folder (real or generated); with ``config.train_pairs="generated"`` only its
+            validation split is used (training pairs are generated on the fly).
         out: run folder (created). Without ``resume`` it must not hold a run yet.
         resume: continue the run in ``out`` from ``out/last.pt`` (same model type, network
             size, channel); ``config.epochs`` and ``config.budget_steps`` may be larger than before.
@@ -158,7 +162,9 @@ def _run_split(manifest: pd.DataFrame, path: Path, config: TrainConfig, resume: 
 
 
 def _training_data(config: TrainConfig, train_manifest: pd.DataFrame, out: Path, progress: bool) -> Dataset:
-    """The training items: the patch folder's patches, or the training pairs through the pair pipeline."""
+    """The training items: the patch folder's patches, pairs generated on the fly (``train_pairs="generated"``,
+    :class:`firereg.transforms.generated_pairs.GeneratedPairs`: a fresh pair every item, seeded by
+    :class:`firereg.pipelines.training.sampling.SeededItems`), or the training pairs through the pair pipeline."""
     if config.patches is not None:
         folder = Path(config.patches)
         if not folder.is_dir():
@@ -167,6 +173,9 @@ def _training_data(config: TrainConfig, train_manifest: pd.DataFrame, out: Path,
         if len(dataset) == 0:
             raise ValueError(f"patch folder {folder} holds no patches")
         return dataset
+    if config.train_pairs == "generated":
+        return GeneratedPairs(config.transform_config(), length=config.pairs_per_epoch, seed=config.seed,
+                              retinas=config.generated_retinas, photograph_share=config.photograph_share)
     if len(train_manifest) == 0:
         raise ValueError("the split leaves no training pairs")
     return fire_dataset(

@@ -75,3 +75,29 @@ def test_cli_train_budget_steps_stops_after_that_many_steps(fire_data, tmp_path)
     assert result.exit_code == 0, result.output
     assert load_checkpoint(out / "last.pt")["global_step"] == 2
     assert run_config(out).budget_steps == 2
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_cli_train_on_generated_pairs(fire_data, tmp_path):
+    from firereg.pipelines.checkpoints import load_checkpoint
+
+    out = tmp_path / "run"
+    args = ["train", "--data", str(fire_data), "--out", str(out), "--model", "voxelmorph", "--size", "64",
+            "--benchmark-size", "96", "--budget-steps", "2", "--no-progress", "--threads", "1",
+            "--train-pairs", "generated", "--generated-retinas", "mixed", "--photograph-share", "0.5",
+            "--pairs-per-epoch", "2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(out / "last.pt")["global_step"] == 2
+    stored = run_config(out)
+    assert (stored.train_pairs, stored.generated_retinas, stored.photograph_share, stored.pairs_per_epoch) == (
+        "generated", "mixed", 0.5, 2)
+    # a resumed run keeps them; a bad value is one clear error
+    result = runner.invoke(app, ["train", "--out", str(out), "--resume", "--budget-steps", "3", "--no-progress",
+                                 "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert run_config(out).train_pairs == "generated" and load_checkpoint(out / "last.pt")["global_step"] == 3
+    result = runner.invoke(app, ["train", "--data", str(fire_data), "--out", str(tmp_path / "bad"),
+                                 "--train-pairs", "generated", "--generated-retinas", "mixed"])
+    assert result.exit_code == 2 and result.stderr.startswith("error: ")
+    assert "photograph_share" in result.stderr and "Traceback" not in result.output
