@@ -8,7 +8,13 @@ from typing import Annotated
 import typer
 
 from firereg.pipelines.cli.errors import user_errors
-from firereg.pipelines.cli.options import DataOption, IncludeP37Option, format_table
+from firereg.pipelines.cli.options import (
+    DataOption,
+    IncludeP37Option,
+    check_output_file,
+    check_output_folder,
+    format_table,
+)
 
 __all__ = ["DEFAULT_PAIRS_TEXT", "DEFAULT_VAL_FRACTION", "make_data", "summary", "split"]
 
@@ -30,8 +36,14 @@ def make_data(
     pairs: Annotated[str, typer.Option(help="Pairs per category; FIRE-sized: S:71,P:49,A:14.")] = DEFAULT_PAIRS_TEXT,
     seed: Annotated[int, typer.Option(help="Random seed; the dataset is deterministic given the options.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it holds something else.")] = False,
+    retina: Annotated[
+        str,
+        typer.Option(help="Where each pair's retina comes from: 'photograph' (every pair from the one photograph, "
+                          "--source) or 'procedural' (a synthetic retina of its own per pair: many distinct eyes)."),
+    ] = "photograph",
 ) -> None:
-    """Write a FIRE-format dataset (Images/, Ground Truth/, Masks/mask.png) from a real fundus photograph."""
+    """Write a FIRE-format dataset (Images/, Ground Truth/, Masks/mask.png) from a fundus photograph or
+    from procedural retinas (``--retina procedural``)."""
     from firereg.transforms.data_summary import summarize_dataset
     from firereg.transforms.fire_generator import (
         GeneratorConfig,
@@ -40,25 +52,57 @@ def make_data(
     )
     from firereg.transforms.fire_reader import read_fire
 
-    config = GeneratorConfig(size=size, pairs=parse_pairs(pairs), seed=seed, source=str(source) if source else None)
+    check_output_folder(out, "OUT")
+    config = GeneratorConfig(size=size, pairs=parse_pairs(pairs), seed=seed, source=str(source) if source else None,
+                             retina=retina)
     out = make_fire_dataset(out, config, overwrite=overwrite)
     typer.echo(f"FIRE-format dataset in {out}")
     typer.echo(format_table(summarize_dataset(read_fire(out, exclude_known_bad=False))))
 
 
 @user_errors
-def summary(data: DataOption = None, include_p37: IncludeP37Option = False) -> None:
+def summary(
+    data: DataOption = None,
+    include_p37: IncludeP37Option = False,
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="First open every file (images fully decoded, mask, control points) and list "
+                                     "every problem, one line each; exit code 1 if there is any."),
+    ] = False,
+) -> None:
     """Print pairs per category, overlap and mean landmark displacement of a FIRE folder."""
     from firereg.pipelines.default_data import resolve_data
-    from firereg.transforms.data_summary import summarize_dataset
+    from firereg.transforms.data_summary import (
+        MOTION_SUMMARY_TITLE,
+        motion_summary,
+        summarize_dataset,
+    )
     from firereg.transforms.fire_reader import read_fire
 
     root = resolve_data(data)
+    if check:
+        _check_folder(root)
     manifest = read_fire(root, exclude_known_bad=not include_p37)
     typer.echo(f"FIRE folder: {root}")
     excluded = manifest.attrs.get("excluded") or []
     typer.echo(f"excluded as known bad: {', '.join(excluded) if excluded else 'none'}")
     typer.echo(format_table(summarize_dataset(manifest)))
+    typer.echo(MOTION_SUMMARY_TITLE)
+    typer.echo(format_table(motion_summary(manifest)))
+
+
+def _check_folder(root: Path) -> None:
+    """``summary --check``: print every problem of ``root`` and exit with code 1 if there is any."""
+    from firereg.transforms.data_check import check_fire_folder
+
+    result = check_fire_folder(root, progress=True)
+    for problem in result.problems:
+        typer.echo(f"problem: {problem}")
+    files = f"{result.images} images, {result.point_files} control-point files, mask: {'yes' if result.mask else 'none'}"
+    if not result.ok:
+        typer.echo(f"{len(result.problems)} problem(s) in {root} ({files})")
+        raise typer.Exit(code=1)
+    typer.echo(f"checked {root}: {files}; no problems")
 
 
 @user_errors
@@ -75,6 +119,7 @@ def split(
     from firereg.transforms.fire_reader import read_fire
     from firereg.transforms.splits import make_split, write_split
 
+    check_output_file(out, "OUT")
     manifest = read_fire(resolve_data(data))
     table = make_split(manifest, val_fraction=val_fraction, seed=seed)
     write_split(table, out)
