@@ -7,6 +7,7 @@ A record of ``OUT/records/<method>/<pair>.json`` carries ``fingerprint = {"parts
   size in bytes, ``mtime_ns``) and a sha256 of its control points;
 - ``benchmark_size``: longest side, px, of the images every method registered;
 - ``decoding``: how the pair's images were decoded (:data:`DECODING`);
+- ``checks``: the honest-failure thresholds (:func:`firereg.evaluation.sanity.check_settings`);
 - ``method``: the method spec and its settings (:func:`method_parts`; a method built by
   :func:`firereg.pipelines.method_specs.make_any_method` carries its own, with the checkpoint's
   content hash: :func:`firereg.pipelines.method_specs.method_fingerprint`);
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 import firereg
+from firereg.evaluation.sanity import check_settings
 
 __all__ = [
     "file_sha256",
@@ -148,6 +150,7 @@ def record_fingerprint(method: dict, row: Mapping, root: str | Path | None, benc
         "pair": pair_parts(row, root),
         "benchmark_size": int(benchmark_size),
         "decoding": DECODING,
+        "checks": check_settings(),
         "method": method,
         "firereg": firereg.__version__,
     })

@@ -173,3 +173,16 @@ def test_label_cascade_for_another_run_shows_the_new_runs_numbers(manifest, casc
     assert set(again.attrs["records"]["reasons"]) == {"changed: method"}
     assert np.allclose(_errors(again), _errors(a))
     assert bench(f"cascade:{run_b}", out).attrs["records"]["reused"] == len(manifest)
+
+
+def test_fingerprint_changes_with_the_failure_thresholds(monkeypatch):
+    from firereg.evaluation import sanity
+    from firereg.evaluation.fingerprints import record_fingerprint
+
+    row = {"name": "S01", "fixed": None, "moving": None, "mask": None, "fixed_points": [[1.0, 2.0]],
+           "moving_points": [[3.0, 4.0]]}
+    before = record_fingerprint({"spec": "identity"}, row, None, 512)
+    monkeypatch.setattr(sanity, "MAX_FOLDED_SHARE", 0.5)
+    after = record_fingerprint({"spec": "identity"}, row, None, 512)
+    assert before["sha256"] != after["sha256"]
+    assert before["parts"]["checks"]["MAX_FOLDED_SHARE"] == 0.05
