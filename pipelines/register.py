@@ -12,8 +12,9 @@ longest side ``size`` px, default :data:`DEFAULT_SIZE`) and writes, in full-reso
   at most 1024 px; overlay: fixed magenta, warped green, aligned vessels grey);
 - ``points_mapped.csv`` when control points are given (see :func:`points_table`);
 - ``transform.json``: method spec, label, status, seconds (registration only), working size,
-  fixed/moving sizes ``[W, H]``, ``kind`` (``field``, ``affine`` or ``homography``) and, for a
-  matrix, ``matrix`` (3×3, fixed ``(x, y, 1)`` → moving, full-resolution px) and ``inverse``;
+  fixed/moving sizes ``[W, H]``, ``kind`` (``field``, ``affine``, ``homography`` or ``quadratic``) and, for a
+  matrix, ``matrix`` (3×3, fixed ``(x, y, 1)`` → moving, full-resolution px) and ``inverse``; for
+  ``sift-quadratic``, ``quadratic`` (2×6 on ``[1, x, y, x², xy, y²]``, full-resolution px);
   ``fingerprint``: the method's settings as the benchmark's records hold them.
 
 A method that fails (raises, or maps to non-finite positions) raises :class:`RegistrationFailed`
@@ -171,6 +172,27 @@ def full_resolution_matrix(result: RegistrationResult) -> np.ndarray | None:
     return None
 
 
+def full_resolution_quadratic(result: RegistrationResult) -> np.ndarray | None:
+    """The (2, 6) quadratic map (fixed ``[1, x, y, x², xy, y²]`` → moving x, y; full-resolution px) of a
+    ``sift-quadratic`` result, or None for any other result.
+
+    The working-size quadratic composed with the (affine) resizes is again a quadratic, so a
+    least-squares fit to the result's own map on a 16 × 16 lattice recovers it exactly.
+    """
+    from firereg.evaluation.baselines.quadratic import QuadraticResult
+    from firereg.transforms.global_models import fit_model
+
+    inner = result
+    while isinstance(inner, ScaledResult):
+        inner = inner.inner
+    if not isinstance(inner, QuadraticResult):
+        return None
+    w, h = size_of(result.fixed_shape)
+    xs, ys = np.meshgrid(np.linspace(0, w - 1, 16), np.linspace(0, h - 1, 16))
+    src = np.stack([xs.ravel(), ys.ravel()], axis=1)
+    return np.asarray(fit_model("quadratic", src, result.fixed_to_moving(src)).params, dtype=np.float64)
+
+
 def _transform_record(result: RegistrationResult, method: RegistrationMethod, size: int, seconds: float) -> dict:
     """The content of ``transform.json`` (see the module doc)."""
     fingerprint = getattr(method, "fingerprint", None) or {}
@@ -181,7 +203,13 @@ def _transform_record(result: RegistrationResult, method: RegistrationMethod, si
         "field": "field.nii.gz / field.npy: fixed -> moving, full-resolution px (p_moving = p_fixed + u)",
     }
     matrix = full_resolution_matrix(result)
-    if matrix is None:
+    quadratic = full_resolution_quadratic(result) if matrix is None else None
+    if quadratic is not None:
+        record["kind"] = "quadratic"
+        record["quadratic"] = quadratic.tolist()
+        record["quadratic_convention"] = ("fixed (x, y) -> moving x = row 0 . [1, x, y, x^2, x*y, y^2], "
+                                          "y = row 1 . [...], full-resolution px")
+    elif matrix is None:
         record["kind"] = "field"
     else:
         matrix = matrix / matrix[2, 2]

@@ -79,6 +79,20 @@ def test_register_sift_writes_every_output_and_is_accurate(fire_data, tmp_path):
     np.testing.assert_allclose(product / product[2, 2], np.eye(3), atol=1e-9)
 
 
+def test_register_sift_quadratic_writes_its_full_resolution_quadratic(fire_data, tmp_path):
+    out = tmp_path / "sift-quadratic"
+    result = _register(fire_data, out, "--method", "sift-quadratic")
+    assert result.exit_code == 0, result.output
+    transform, table = _check_outputs(out, result.stdout)
+    assert transform["kind"] == "quadratic" and "matrix" not in transform
+    coefficients = np.asarray(transform["quadratic"])
+    assert coefficients.shape == (2, 6)
+    x, y = table["x_fixed"].to_numpy(), table["y_fixed"].to_numpy()
+    monomials = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=1)
+    np.testing.assert_allclose(monomials @ coefficients.T, table[["x_moving_mapped", "y_moving_mapped"]], atol=1e-4)
+    assert table["error_moving"].mean() < 5.0
+
+
 def test_register_identity_gives_the_zero_field(fire_data, tmp_path):
     out = tmp_path / "identity"
     result = _register(fire_data, out, "--method", "identity", "--size", "128")
@@ -140,10 +154,20 @@ def test_a_failed_registration_writes_nothing(fire_data, tmp_path):
     assert not out.exists()
 
 
+def test_register_without_a_method_uses_the_shipped_default(fire_data, tmp_path):
+    out = tmp_path / "default"
+    result = _register(fire_data, out)  # neither --method nor --model
+    assert result.exit_code == 0, result.output
+    transform, table = _check_outputs(out, result.stdout)
+    assert transform["method"] == "default" and transform["label"] == "default"
+    assert transform["fingerprint"]["settings"]["candidate_px"] == 6.0  # sift-quadratic's settings
+    assert table["error_moving"].mean() < 3.0  # identity: ~25 px
+
+
 def test_register_refuses_bad_command_lines(fire_data, tmp_path, photo_pair):
     fixed, moving, _ = _pair(fire_data)
     cases = [
-        ([str(fixed), str(moving), "--out", str(tmp_path / "o")], ["no method", "--method SPEC", "identity", "TYPE:PATH", "--model RUN"]),
+        ([str(fixed), str(moving), "--out", str(tmp_path / "o"), "--refine-steps", "3"], ["--model"]),
         ([str(fixed), str(moving), "--out", str(tmp_path / "o"), "--method", "sift", "--model", str(photo_pair["ckpt"])],
          ["not both"]),
         ([str(fixed), str(moving), "--out", str(tmp_path / "o"), "--method", "sieve"], ["'sieve'", "valid forms"]),
