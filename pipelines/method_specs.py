@@ -17,6 +17,13 @@ A spec is one of
   ``hybrid+tto:PATH`` / ``hybrid+ttoN:PATH`` refine the deformable stage's field on the aligned
   pair as ``TYPE+tto`` does; ``hybrid`` without a run is refused (the global stage alone is
   ``sift-quadratic``);
+- ``default``: the shipped registration method, what ``firereg register`` uses without
+  ``--method``: :data:`DEFAULT_METHOD` (``sift-quadratic``) under the label ``default``. The
+  candidate was ``hybrid:`` :data:`DEFAULT_WEIGHTS` (the VoxelMorph shipped in
+  ``firereg/pipelines/weights/``, trained on procedural retinas only by
+  ``benchmarks/train_default.py``); measured on photograph-rendered pairs it did not beat
+  ``sift-quadratic`` (``TRAINING_LOG.md`` beside the weights), so ``default`` does not use it;
+  ``hybrid:PATH`` with that path still does;
 - ``LABEL=`` before any deep spec names it in the tables (needed to compare two runs of
   the same type, e.g. ``short=cascade:runs/a,long=cascade:runs/b``).
 
@@ -45,7 +52,10 @@ from firereg.evaluation.results import RegistrationMethod
 from firereg.pipelines.nn.networks import MODEL_TYPES
 
 __all__ = [
+    "DEFAULT",
+    "DEFAULT_METHOD",
     "DEFAULT_TTO_STEPS",
+    "DEFAULT_WEIGHTS",
     "HYBRID",
     "MethodSpec",
     "parse_method_spec",
@@ -62,6 +72,12 @@ DEFAULT_TTO_STEPS = 50
 _LABEL_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
 #: the model type of ``hybrid:PATH`` specs (keypoints + quadratic, then a checkpoint's deformable stage)
 HYBRID = "hybrid"
+#: the spec of the shipped method
+DEFAULT = "default"
+#: the baseline ``default`` runs (chosen by measurement: ``firereg/pipelines/weights/TRAINING_LOG.md``)
+DEFAULT_METHOD = "sift-quadratic"
+#: the shipped VoxelMorph for ``hybrid:PATH`` (package data: ``firereg/pipelines/weights/``)
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "default_voxelmorph.pt"
 _KIND_RE = re.compile(r"^(?P<type>[a-z]+)(?P<tto>\+tto(?P<steps>\d+)?)?$")
 
 
@@ -97,7 +113,8 @@ def valid_forms() -> str:
         f"with TYPE one of {', '.join(MODEL_TYPES)} and PATH a run folder or .pt checkpoint, "
         f"or {HYBRID}:PATH, {HYBRID}+tto:PATH (sift-quadratic, then the deformable stage of a voxelmorph "
         f"or cascade PATH) "
-        f"(optionally LABEL= in front to name it)"
+        f"(optionally LABEL= in front to name it), or {DEFAULT} (the shipped method: "
+        f"{DEFAULT_METHOD})"
     )
 
 
@@ -116,6 +133,8 @@ def parse_method_spec(spec: str) -> MethodSpec:
     text = spec.strip() if isinstance(spec, str) else spec
     if not isinstance(text, str) or not text:
         raise ValueError(f"empty method spec {spec!r}; valid forms: {valid_forms()}")
+    if text == DEFAULT:
+        return MethodSpec(text=text, label=DEFAULT)
     if ":" not in text:
         if text.rpartition("=")[2] == HYBRID:
             raise ValueError(
@@ -221,7 +240,7 @@ def make_any_method(spec: str) -> RegistrationMethod:
     """
     parsed = parse_method_spec(spec)
     if not parsed.deep:
-        method = make_method(parsed.label)
+        method = _baseline(parsed.label)
         method.fingerprint = method_fingerprint(spec, method)
         return method
     # torch is imported only when a model is asked for
@@ -238,6 +257,13 @@ def make_any_method(spec: str) -> RegistrationMethod:
     method = DeepMethod(parsed.path, expected_type=parsed.model_type, refine=refine, name=parsed.label)
     method.fingerprint = method_fingerprint(spec)
     return method
+
+
+def _baseline(name: str) -> RegistrationMethod:
+    """The baseline ``name``; ``default`` is :data:`DEFAULT_METHOD` named ``default``."""
+    if name == DEFAULT:
+        return dataclasses.replace(make_method(DEFAULT_METHOD), name=DEFAULT)
+    return make_method(name)
 
 
 def method_fingerprint(spec: str, method: RegistrationMethod | None = None) -> dict:
@@ -263,7 +289,7 @@ def method_fingerprint(spec: str, method: RegistrationMethod | None = None) -> d
     """
     parsed = parse_method_spec(spec)
     if not parsed.deep:
-        method = method if method is not None else make_method(parsed.label)
+        method = method if method is not None else _baseline(parsed.label)
         settings = dataclasses.asdict(method) if dataclasses.is_dataclass(method) else None
         return jsonable({"spec": parsed.text, "label": parsed.label, "settings": settings})
     from firereg.pipelines.checkpoints import resolve_checkpoint

@@ -234,6 +234,8 @@ def test_wheel_holds_only_firereg_and_every_module_and_bundle_file(wheel, source
     assert every - bundle_files == {"bundles/README.md", "bundles/.gitignore"}
     assert len(bundle_files) >= 30 and bundle_files - shipped == set()
     assert not any(name.startswith(("tests/", "benchmarks/")) for name in shipped)
+    # the shipped weights (firereg.pipelines.method_specs.DEFAULT_WEIGHTS) and their training log
+    assert {"pipelines/weights/default_voxelmorph.pt", "pipelines/weights/TRAINING_LOG.md"} <= shipped
 
 
 @pytest.mark.slow
@@ -259,6 +261,7 @@ def test_installed_package_is_the_only_top_level_name(target, tmp_path):
         assert (target / "firereg" / "bundles" / name / "configs" / "metadata.json").is_file(), name
         assert (target / "firereg" / "bundles" / name / "LICENSE").is_file(), name
     assert (target / "firereg" / "bundles" / "schema" / "meta_schema_20240725.json").is_file()
+    assert (target / "firereg" / "pipelines" / "weights" / "default_voxelmorph.pt").is_file()
 
 
 @pytest.mark.slow

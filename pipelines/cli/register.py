@@ -19,14 +19,17 @@ __all__ = ["register"]
 
 
 def _spec(method: str | None, model: Path | None, model_type: str | None, refine_steps: int) -> str:
-    """The method spec of the command line: ``--method SPEC``, or ``--model RUN`` as ``TYPE[+ttoN]:RUN``."""
-    from firereg.pipelines.method_specs import parse_method_spec, valid_forms
+    """The method spec of the command line: ``--method SPEC``, ``--model RUN`` as ``TYPE[+ttoN]:RUN``, or
+    neither: ``default`` (the shipped method, :data:`firereg.pipelines.method_specs.DEFAULT`)."""
+    from firereg.pipelines.method_specs import DEFAULT, parse_method_spec
     from firereg.pipelines.register import model_spec
 
     if method is not None and model is not None:
         raise ValueError("give --method SPEC or --model RUN, not both (--model RUN is short for --method TYPE:RUN)")
     if method is None and model is None:
-        raise ValueError(f"no method: give --method SPEC ({valid_forms()}) or --model RUN (a trained network)")
+        if model_type is not None or refine_steps:
+            raise ValueError("--model-type and --refine-steps go with --model; with --method write TYPE+ttoN:RUN")
+        return DEFAULT
     if method is not None:
         if model_type is not None or refine_steps:
             raise ValueError("--model-type and --refine-steps go with --model; with --method write TYPE+ttoN:RUN")
@@ -70,8 +73,9 @@ def register(
     out: Annotated[Path | None, typer.Option("--out", help="Output folder (with --pairs: one folder per pair in it).")] = None,
     method: Annotated[
         str | None,
-        typer.Option("--method", help="Method spec as in `firereg benchmark --methods`: identity, elastix-rigid, "
-                                      "elastix-affine, elastix-bspline, sift, TYPE:RUN, TYPE+tto:RUN, TYPE+ttoN:RUN."),
+        typer.Option("--method", help="Method spec as in `firereg benchmark --methods`: default (the shipped method, "
+                                      "used without --method/--model), identity, elastix-rigid, elastix-affine, "
+                                      "elastix-bspline, sift, sift-quadratic, TYPE:RUN, TYPE+tto:RUN, TYPE+ttoN:RUN."),
     ] = None,
     model: Annotated[Path | None, typer.Option("--model", help="Run folder (best.pt, else last.pt) or checkpoint .pt file; "
                                                               "short for --method TYPE:RUN.")] = None,

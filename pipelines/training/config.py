@@ -105,6 +105,8 @@ class TrainConfig:
             of its own per pair), ``photograph`` (``skimage.data.retina()``) or ``mixed``.
         photograph_share: ``mixed`` only: the share of generated pairs from the photograph, in (0, 1).
         pairs_per_epoch: ``generated`` only: items per epoch (each repeated ``repeats`` times, each time new).
+        generated_shares: ``generated`` only: relative frequency of each FIRE category, e.g.
+            ``{"S": 1}`` for small motions only (None: FIRE's shares).
     """
 
     model: str = "cascade"
@@ -136,6 +138,7 @@ class TrainConfig:
     generated_retinas: str = "procedural"
     photograph_share: float = 0.0
     pairs_per_epoch: int = 256
+    generated_shares: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.patches, os.PathLike):
@@ -233,6 +236,10 @@ class TrainConfig:
                                           "leave it 0")
         if not _is_int(self.pairs_per_epoch) or self.pairs_per_epoch < 1:
             raise bad("pairs_per_epoch", "need an integer >= 1 (generated pairs per epoch)")
+        shares = self.generated_shares
+        if shares is not None and (not isinstance(shares, dict) or not shares or set(shares) - {"S", "P", "A"}
+                                   or not all(_is_num(v) and v >= 0 for v in shares.values()) or not sum(shares.values()) > 0):
+            raise bad("generated_shares", "need None or a dict of S, P, A shares >= 0, not all 0")
 
     def net_kwargs(self) -> dict:
         """Keyword arguments of :func:`firereg.pipelines.nn.networks.build_network` (stored in checkpoints)."""

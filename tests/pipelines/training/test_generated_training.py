@@ -108,3 +108,15 @@ def test_good_generated_settings_pass():
     TrainConfig(train_pairs="generated", generated_retinas="photograph", pairs_per_epoch=1).validate()
     TrainConfig().validate()  # the default: the folder's pairs
     assert TrainConfig().train_pairs == "folder"
+
+
+def test_generated_shares_choose_the_categories_and_are_checked(tmp_path):
+    import pandas as pd
+
+    config = TrainConfig(size=64, train_pairs="generated", pairs_per_epoch=3, generated_shares={"S": 1.0})
+    data = _training_data(config, pd.DataFrame(), tmp_path, progress=False)
+    assert data.transform.probs.tolist() == [1.0, 0.0, 0.0]  # S, P, A
+    assert {data.transform.draw(i).category for i in range(20)} == {"S"}
+    for bad in ({"X": 1.0}, {"S": 0.0}, {"S": -1.0}, {}, [("S", 1.0)]):
+        with pytest.raises(ValueError, match=r"TrainConfig\.generated_shares = .* is invalid"):
+            TrainConfig(generated_shares=bad).validate()
