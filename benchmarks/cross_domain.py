@@ -66,7 +66,7 @@ from firereg.transforms.io import atomic_output, atomic_write_text
 
 __all__ = ["BASELINES", "DEEP_FORMS", "CrossDomainConfig", "available_deep_forms", "run_cross_domain", "main"]
 
-#: classical methods scored next to the trained models (names of firereg.evaluation.baselines.METHODS)
+#: classical methods and the shipped default scored next to the trained models (method specs)
 BASELINES: tuple[str, ...] = ("identity", "elastix-affine", "elastix-bspline", "sift", "sift-quadratic", "default")
 #: the forms of a trained run benchmarked, each as ``FORM:RUN`` (those the installed
 #: firereg does not know are left out, with a note; see :func:`available_deep_forms`)
