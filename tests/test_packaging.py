@@ -21,6 +21,7 @@ import zipfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from monai.bundle import ConfigParser
 
@@ -270,6 +271,24 @@ def test_installed_console_script(target, tmp_path):
     assert done.returncode == 0, done.stderr
     for command in ("make-data", "benchmark", "train", "register", "demo"):
         assert command in done.stdout
+
+
+@pytest.mark.slow
+def test_installed_register_without_a_method_uses_the_shipped_default(target, tmp_path):
+    """``firereg register FIXED MOVING --out DIR`` from the installed package, no --method/--model."""
+    from firereg.transforms.fire_generator import GeneratorConfig, make_fire_dataset
+
+    data = make_fire_dataset(tmp_path / "fire", GeneratorConfig(size=256, pairs={"S": 1}, seed=0))
+    points = data / "Ground Truth" / "control_points_S01_1_2.txt"
+    done = _run_installed([str(target / "bin" / "firereg"), "register", str(data / "Images" / "S01_1.jpg"),
+                           str(data / "Images" / "S01_2.jpg"), "--points", str(points), "--out", str(tmp_path / "out")],
+                          target, tmp_path, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "with default" in done.stdout
+    transform = json.loads((tmp_path / "out" / "transform.json").read_text())
+    assert transform["method"] == "default"
+    mapped = pd.read_csv(tmp_path / "out" / "points_mapped.csv")
+    assert mapped["error_moving"].mean() < 3.0, mapped
 
 
 @pytest.mark.slow
