@@ -27,17 +27,17 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from firereg.transforms.fire_reader import CATEGORIES, read_control_points, read_fire
+from firereg.transforms.fire_reader import (
+    CATEGORIES,
+    IMAGE_NAME_RE,
+    read_control_points,
+    read_fire,
+)
 from firereg.transforms.fov import read_mask
-from firereg.transforms.io import PHOTO_EXTENSIONS, read_rgb
+from firereg.transforms.io import read_rgb
 
 __all__ = ["FolderProblem", "FolderCheck", "check_fire_folder"]
 
-#: ``<pair>_<1|2>.<photo extension>`` (as :mod:`firereg.transforms.fire_reader` names FIRE images)
-_IMAGE_RE = re.compile(
-    r"^(?P<pair>[A-Za-z]+\d+)_(?P<index>[12])(?:" + "|".join(re.escape(e) for e in PHOTO_EXTENSIONS) + r")$",
-    re.IGNORECASE,
-)
 #: ``control_points_<pair>_1_2.txt``
 _TRUTH_RE = re.compile(r"^control_points_(?P<pair>[A-Za-z]+\d+)_1_2\.txt$", re.IGNORECASE)
 
@@ -90,7 +90,7 @@ def _scan_images(images_dir: Path, problems: list[FolderProblem]) -> dict[str, d
     """``{pair: {"1": path, "2": path}}`` of the FIRE-named images; layout problems appended to ``problems``."""
     images: dict[str, dict[str, Path]] = {}
     for path in sorted(images_dir.iterdir()):
-        match = _IMAGE_RE.match(path.name)
+        match = IMAGE_NAME_RE.match(path.name)
         if match is None:
             continue
         pair, index = match["pair"].upper(), match["index"]

@@ -26,6 +26,7 @@ from firereg.transforms.io import PHOTO_EXTENSIONS, image_size
 __all__ = [
     "CATEGORIES",
     "FIRE_PAIRS",
+    "IMAGE_NAME_RE",
     "KNOWN_BAD_PAIRS",
     "FireFormatError",
     "read_control_points",
@@ -37,7 +38,8 @@ CATEGORIES = ("S", "P", "A")
 #: pairs whose ground truth the community excludes (see DESIGN.md)
 KNOWN_BAD_PAIRS = ("P37",)
 
-_IMAGE_RE = re.compile(
+#: ``<pair>_<1|2>.<photo extension>``: the name of a FIRE image (groups ``pair``, ``index``, ``ext``)
+IMAGE_NAME_RE = re.compile(
     r"^(?P<pair>[A-Za-z]+\d+)_(?P<index>[12])(?P<ext>"
     + "|".join(re.escape(ext) for ext in PHOTO_EXTENSIONS)
     + ")$",
@@ -158,7 +160,7 @@ def _pair_images(images_dir: Path) -> dict[str, dict[str, Path]]:
     """
     images: dict[str, dict[str, Path]] = {}
     for path in sorted(images_dir.iterdir()):
-        match = _IMAGE_RE.match(path.name)
+        match = IMAGE_NAME_RE.match(path.name)
         if match is None:
             continue
         parts = images.setdefault(match["pair"].upper(), {})
