@@ -10,12 +10,12 @@ FIRE's own ground truth (133 pairs; medians over pairs, px at 2912) is
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pandas as pd
 from PIL import Image
 
 from firereg.transforms.fire_reader import CATEGORIES
+from firereg.transforms.global_models import fit_model
 
 __all__ = [
     "FIRE_SIZE",
@@ -43,41 +43,31 @@ FIRE_REFERENCE = pd.DataFrame(
 MODELS = ("affine", "homography", "quadratic")
 
 
-def _normaliser(points: np.ndarray) -> tuple[np.ndarray, float]:
-    centre = points.mean(axis=0)
-    scale = float(np.sqrt(np.mean(np.sum((points - centre) ** 2, axis=1)))) or 1.0
-    return centre, scale
-
-
-def _polynomial_fit(src: np.ndarray, dst: np.ndarray, quadratic: bool) -> np.ndarray:
-    centre, scale = _normaliser(src)
-    x, y = ((src - centre) / scale).T
-    columns = [np.ones_like(x), x, y] + ([x * x, x * y, y * y] if quadratic else [])
-    design = np.stack(columns, axis=1)
-    coef, *_ = np.linalg.lstsq(design, dst, rcond=None)
-    return design @ coef
+def _fitted(kind: str, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """``src`` mapped by the least-squares ``kind`` model of ``src`` onto ``dst`` ((N, 2) px);
+    NaN where the fit fails (e.g. fewer points than parameters)."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    try:
+        return fit_model(kind, src, dst).apply(src)
+    except (ValueError, np.linalg.LinAlgError):
+        return np.full_like(dst, np.nan)
 
 
 def fit_affine(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares affine map of ``src`` onto ``dst`` ((N, 2) px, N >= 3); returns the fitted (N, 2)."""
-    return _polynomial_fit(np.asarray(src, float), np.asarray(dst, float), quadratic=False)
+    return _fitted("affine", src, dst)
 
 
 def fit_quadratic(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares 12-parameter quadratic map (``[1, x, y, x^2, xy, y^2]`` per axis) of ``src``
     onto ``dst`` ((N, 2) px, N >= 6); returns the fitted (N, 2)."""
-    return _polynomial_fit(np.asarray(src, float), np.asarray(dst, float), quadratic=True)
+    return _fitted("quadratic", src, dst)
 
 
 def fit_homography(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares homography (``cv2.findHomography``, method 0, all points) of ``src`` onto
-    ``dst`` ((N, 2) px, N >= 4); returns the fitted (N, 2), NaN where the fit fails."""
-    src = np.asarray(src, np.float64)
-    dst = np.asarray(dst, np.float64)
-    h, _ = cv2.findHomography(src, dst, method=0)
-    if h is None:
-        return np.full_like(dst, np.nan)
-    return cv2.perspectiveTransform(src[None], h)[0]
+    """Least-squares homography (normalised DLT) of ``src`` onto ``dst`` ((N, 2) px, N >= 4);
+    returns the fitted (N, 2), NaN where the fit fails."""
+    return _fitted("homography", src, dst)
 
 
 def _residual(fitted: np.ndarray, dst: np.ndarray) -> float:
