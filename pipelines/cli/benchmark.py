@@ -25,8 +25,10 @@ def benchmark(
     data: DataOption = None,
     methods: Annotated[
         str,
-        typer.Option(help="Comma-separated methods: baselines, and trained models as TYPE:RUN, TYPE+tto:RUN "
-                          "(test-time refinement; TYPE+ttoN:RUN for N steps), LABEL=TYPE:RUN to name one."),
+        typer.Option(help="Comma-separated methods: baselines (identity, elastix-*, sift, sift-quadratic), default "
+                          "(the shipped default), trained models as TYPE:RUN, TYPE+tto:RUN (test-time refinement; "
+                          "TYPE+ttoN:RUN for N steps), hybrid:RUN (sift-quadratic, then RUN's VoxelMorph), "
+                          "LABEL=TYPE:RUN to name one."),
     ] = DEFAULT_METHODS,
     out: Annotated[Path, typer.Option(help="Output folder; re-running into it resumes.")] = Path("benchmark-out"),
     size: Annotated[
