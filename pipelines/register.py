@@ -275,18 +275,29 @@ def register_arrays(
     }
 
 
-def write_outputs(outputs: dict, out_dir: str | Path, transform: bool = True) -> dict[str, Path]:
+def write_outputs(outputs: dict, out_dir: str | Path, transform: bool = True, field: bool = True) -> dict[str, Path]:
     """Write what :func:`register_arrays` computed into ``out_dir`` (each file atomically; see the module doc).
 
+    Args:
+        outputs: from :func:`register_arrays`.
+        out_dir: the folder (created).
+        transform: write ``transform.json``.
+        field: write ``field.nii.gz`` and ``field.npy`` (float32, 2 x H x W: ~68 MB each at FIRE's
+            2912 px); False removes those of an earlier run, so the folder holds only this run's files.
+
     Returns:
-        Written paths by key: ``warped``, ``field_nifti``, ``field_npy``, ``checkerboard``,
+        Written paths by key: ``warped``, ``field_nifti``, ``field_npy`` (with ``field``), ``checkerboard``,
         ``overlay``, ``points`` (with points) and ``transform`` (when ``transform``).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     h, w = outputs["warped"].shape[:2]
     written: dict[str, Path] = {"warped": save_png(outputs["warped"], out / "warped.png", max_size=max(h, w))}
-    written["field_nifti"], written["field_npy"] = save_field(outputs["field"], out / "field", FIELD_DESCRIPTION)
+    if field:
+        written["field_nifti"], written["field_npy"] = save_field(outputs["field"], out / "field", FIELD_DESCRIPTION)
+    else:
+        for name in ("field.nii.gz", "field.npy"):
+            (out / name).unlink(missing_ok=True)
     written["checkerboard"] = save_png(outputs["checkerboard"], out / "checkerboard.png")
     written["overlay"] = save_png(outputs["overlay"], out / "overlay.png")
     if outputs["points"] is not None:
@@ -349,6 +360,7 @@ def register_images(
     out_dir: str | Path,
     points_path: str | Path | None = None,
     size: int = DEFAULT_SIZE,
+    field: bool = True,
 ) -> dict[str, Path]:
     """Register ``moving`` onto ``fixed`` with the method of a benchmark spec and write every output.
 
@@ -363,6 +375,7 @@ def register_images(
         out_dir: output folder (created); nothing is written when the registration fails.
         points_path: optional control points (see :func:`register_pair`).
         size: working size, longest side in px.
+        field: write the dense field files (photographs; :func:`write_outputs`).
 
     Returns:
         Written paths by key (:func:`write_outputs`, with ``transform``).
@@ -382,7 +395,7 @@ def register_images(
         return register_nifti_pair(fixed_path, moving_path, parsed.path, out_dir, parsed.tto_steps, parsed.model_type)
     fixed, moving, points = _read_photo_pair(fixed_path, moving_path, points_path)
     method = make_any_method(spec)
-    return write_outputs(register_arrays(method, fixed, moving, size, points=points), out_dir)
+    return write_outputs(register_arrays(method, fixed, moving, size, points=points), out_dir, field=field)
 
 
 def register_pair(
@@ -442,7 +455,8 @@ OUTPUT_NAMES = ("warped.png", "field.nii.gz", "field.npy", "checkerboard.png", "
 
 
 def register_fire_folder(
-    manifest: pd.DataFrame, spec: str, out_dir: str | Path, size: int = DEFAULT_SIZE, progress: bool = True
+    manifest: pd.DataFrame, spec: str, out_dir: str | Path, size: int = DEFAULT_SIZE, progress: bool = True,
+    field: bool = True,
 ) -> pd.DataFrame:
     """Register every pair of a FIRE manifest with the method of ``spec`` into ``out_dir/<pair>/``.
 
@@ -457,6 +471,7 @@ def register_fire_folder(
         out_dir: output folder; locked for the run (:func:`firereg.transforms.io.folder_lock`).
         size: working size, longest side in px.
         progress: show a progress bar.
+        field: write each pair's dense field files (:func:`write_outputs`).
 
     Returns:
         The ``pairs.csv`` table: ``method`` (label), ``pair``, ``category``, ``status`` (ok/failed), ``reason``,
@@ -492,7 +507,7 @@ def register_fire_folder(
                     (out / row["name"] / name).unlink(missing_ok=True)
                 rows.append(record)
                 continue
-            write_outputs(outputs, out / row["name"])
+            write_outputs(outputs, out / row["name"], field=field)
             error, _ = measure_pair(outputs["result"], row["fixed_points"], row["moving_points"])
             record.update(seconds=outputs["seconds"], mean_error=error.mean, median_error=error.median,
                           max_error=error.max, direction=error.direction)

@@ -48,12 +48,12 @@ def _echo_points(path: Path) -> None:
         typer.echo(f"landmark error (fixed image, px): mean {table['error_fixed'].mean():.3f}")
 
 
-def _register_folder(pairs: Path, spec: str, out: Path, size: int, include_p37: bool) -> None:
+def _register_folder(pairs: Path, spec: str, out: Path, size: int, include_p37: bool, field: bool) -> None:
     from firereg.pipelines.register import register_fire_folder
     from firereg.transforms.fire_reader import read_fire
 
     manifest = read_fire(pairs, exclude_known_bad=not include_p37)
-    table = register_fire_folder(manifest, spec, out, size)
+    table = register_fire_folder(manifest, spec, out, size, field=field)
     ok = table[table["status"] == "ok"]
     typer.echo(f"registered {len(ok)} of {len(table)} pairs of {pairs} into {out}/<pair>/ ({spec}, working size "
                f"{size} px); table: {out / 'pairs.csv'}")
@@ -95,6 +95,10 @@ def register(
         str | None, typer.Option("--model-type", help="With --model: refuse a checkpoint of another type (voxelmorph, affine, cascade).")
     ] = None,
     include_p37: IncludeP37Option = False,
+    field: Annotated[
+        bool, typer.Option("--field/--no-field", help="Write field.nii.gz and field.npy (float32: ~68 MB each for a "
+                                                      "2912 px pair); --no-field skips them.")
+    ] = True,
 ) -> None:
     """Register MOVING onto FIXED (or every pair of --pairs) with any method; write the warped image, field,
     overlays, mapped points and transform.json.
@@ -118,9 +122,9 @@ def register(
     size = DEFAULT_SIZE if size is None else size
     check_output_folder(out, "--out")
     if pairs is not None:
-        return _register_folder(pairs, spec, out, size, include_p37)
+        return _register_folder(pairs, spec, out, size, include_p37, field)
     try:
-        written = register_images(fixed, moving, spec, out, points_path=points, size=size)
+        written = register_images(fixed, moving, spec, out, points_path=points, size=size, field=field)
     except RegistrationFailed as err:
         typer.echo(f"failed: {err}", err=True)
         raise typer.Exit(code=1) from None

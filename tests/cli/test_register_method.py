@@ -217,3 +217,15 @@ def test_register_pairs_reports_a_failed_pair_and_writes_the_others(fire_data, t
     table = pd.read_csv(out / "pairs.csv").set_index("pair")
     assert table.loc["A01", "status"] == "failed" and (table.drop(index="A01")["status"] == "ok").all()
     assert list((out / "A01").iterdir()) == [] and (out / "S01" / "transform.json").is_file()
+
+
+def test_register_no_field_skips_the_field_files_and_removes_old_ones(fire_data, tmp_path):
+    out = tmp_path / "sift"
+    assert _register(fire_data, out, "--method", "sift").exit_code == 0
+    assert (out / "field.npy").is_file() and (out / "field.nii.gz").is_file()
+    result = _register(fire_data, out, "--method", "sift", "--no-field")
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.iterdir()} == set(OUTPUTS) - {"field.nii.gz", "field.npy"}
+    assert "field.npy" not in result.stdout
+    table = pd.read_csv(out / "points_mapped.csv")
+    assert table["error_moving"].mean() < 5.0
