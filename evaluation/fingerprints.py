@@ -30,6 +30,7 @@ import numpy as np
 
 import firereg
 from firereg.evaluation.sanity import check_settings
+from firereg.transforms.fire_reader import truth_path
 
 __all__ = [
     "file_sha256",
@@ -103,7 +104,7 @@ def pair_parts(row: Mapping, root: str | Path | None) -> dict:
         if value is not None:
             points.update(np.ascontiguousarray(np.asarray(value, dtype=np.float64)).tobytes())
         points.update(b"|")
-    truth = Path(root) / "Ground Truth" / f"control_points_{row['name']}_1_2.txt" if root else None
+    truth = truth_path(root, row["name"]) if root else None
     return {
         "name": row["name"],
         "fixed": file_stat(row.get("fixed")),

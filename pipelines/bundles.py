@@ -53,7 +53,7 @@ from firereg.pipelines.training import (
     TrainConfig,
     validate_network,
 )
-from firereg.transforms.fire_reader import read_fire
+from firereg.transforms.fire_reader import read_fire, truth_path
 from firereg.transforms.io import atomic_to_csv, atomic_write_text
 from firereg.transforms.splits import (
     DEFAULT_VAL_FRACTION,
@@ -406,7 +406,7 @@ def find_pairs(folder: str | Path) -> list[dict]:
         if set(found[name]) != {"1", "2"}:
             logger.warning("skipping %s: it has no partner image in %s", name, images)
             continue
-        points = folder / "Ground Truth" / f"control_points_{name}_1_2.txt"
+        points = truth_path(folder, name)
         pairs.append({"name": name, "fixed": str(found[name]["1"]), "moving": str(found[name]["2"]),
                       "points": str(points) if points.is_file() else None})
     if not pairs:

@@ -32,6 +32,7 @@ from firereg.transforms.fire_reader import (
     IMAGE_NAME_RE,
     read_control_points,
     read_fire,
+    truth_path,
 )
 from firereg.transforms.fov import read_mask
 from firereg.transforms.io import read_rgb
@@ -154,7 +155,7 @@ def _check_truth(truth_dir: Path, images: dict[str, dict[str, Path]], sizes: dic
     for pair, parts in sorted(images.items()):
         if set(parts) != {"1", "2"}:
             continue  # reported by the layout check
-        path = truth_dir / f"control_points_{pair}_1_2.txt"
+        path = truth_path(truth_dir.parent, pair)
         if not path.is_file():
             problems.append(FolderProblem(path, f"no ground truth for pair {pair} ({parts['1'].name}, "
                                                 f"{parts['2'].name}): control-point file not found"))

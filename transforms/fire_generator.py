@@ -45,7 +45,7 @@ from firereg.transforms.fire_motions import (
     sample_motion,
     sample_on_grid,
 )
-from firereg.transforms.fire_reader import CATEGORIES
+from firereg.transforms.fire_reader import CATEGORIES, read_control_points, truth_path
 from firereg.transforms.source_retina import (
     SourceRetina,
     anatomical_change,
@@ -390,13 +390,12 @@ def _damaged_file(out: Path, config: GeneratorConfig) -> Path | None:
         for index in ("1", "2"):
             if not _readable_image(path := out / "Images" / f"{name}_{index}.jpg", config.size):
                 return path
-        path = out / "Ground Truth" / f"control_points_{name}_1_2.txt"
+        path = truth_path(out, name)
         try:
-            rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
-            [float(v) for row in rows for v in row]
-        except (OSError, ValueError, UnicodeDecodeError):
+            fixed_points, _ = read_control_points(path)
+        except (OSError, ValueError):
             return path
-        if len(rows) != config.n_points or any(len(row) != 4 for row in rows):
+        if len(fixed_points) != config.n_points:
             return path
     return None
 
@@ -408,7 +407,7 @@ def _write_pair(tmp: Path, pair: GeneratedPair, quality: int) -> dict:
         f"{xf:.3f} {yf:.3f} {xm:.3f} {ym:.3f}"
         for (xf, yf), (xm, ym) in zip(pair.fixed_points, pair.moving_points)
     ]
-    (tmp / "Ground Truth" / f"control_points_{pair.name}_1_2.txt").write_text("\n".join(lines) + "\n")
+    truth_path(tmp, pair.name).write_text("\n".join(lines) + "\n")
     return {
         "category": pair.category,
         "overlap": pair.overlap,

@@ -27,6 +27,7 @@ __all__ = [
     "CATEGORIES",
     "FIRE_PAIRS",
     "IMAGE_NAME_RE",
+    "truth_path",
     "KNOWN_BAD_PAIRS",
     "FireFormatError",
     "read_control_points",
@@ -60,7 +61,7 @@ def is_fire_file_set(root: str | Path) -> bool:
     if not ((root / "Ground Truth").is_dir() and (root / "Images").is_dir()):
         return False
     truth = {p.name for p in (root / "Ground Truth").glob("control_points_*_1_2.txt")}
-    if truth != {f"control_points_{name}_1_2.txt" for name in FIRE_PAIRS}:
+    if truth != {truth_path(root, name).name for name in FIRE_PAIRS}:
         return False
     images = {p.name for p in (root / "Images").iterdir() if re.match(r"^[A-Za-z]+\d+_[12]\.", p.name)}
     return images == {f"{name}_{i}.jpg" for name in FIRE_PAIRS for i in (1, 2)}
@@ -85,6 +86,11 @@ def _parse_point_line(path: Path, line_no: int, line: str, columns: int) -> list
     if not np.all(np.isfinite(values)):
         raise FireFormatError(f"{path}, line {line_no}: non-finite value in {line!r}")
     return values
+
+
+def truth_path(root: str | Path, pair: str) -> Path:
+    """The control-point file of ``pair`` in the FIRE folder ``root``: ``root/Ground Truth/control_points_<pair>_1_2.txt``."""
+    return Path(root) / "Ground Truth" / f"control_points_{pair}_1_2.txt"
 
 
 def read_control_points(
@@ -237,7 +243,7 @@ def read_fire(
         size_fixed = _image_size(parts["1"])
         size_moving = _image_size(parts["2"])
         fixed_points, moving_points = read_control_points(
-            truth_dir / f"control_points_{name}_1_2.txt", (size_fixed, size_moving)
+            truth_path(root, name), (size_fixed, size_moving)
         )
         rows.append(
             {
