@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from firereg.transforms.fire_reader import CATEGORIES
 from firereg.transforms.global_models import fit_model
+from firereg.transforms.io import image_size
 
 __all__ = [
     "FIRE_SIZE",
@@ -74,11 +74,6 @@ def _residual(fitted: np.ndarray, dst: np.ndarray) -> float:
     return float(np.mean(np.linalg.norm(fitted - dst, axis=1)))
 
 
-def _image_width(path: str) -> int:
-    with Image.open(path) as im:
-        return int(im.size[0])
-
-
 def pair_motion_statistics(manifest: pd.DataFrame) -> pd.DataFrame:
     """One row per pair: name, category, size_px (image width), scale (2912 / size_px), and
     ``displacement``, ``affine_residual``, ``homography_residual``, ``quadratic_residual`` each
@@ -92,7 +87,7 @@ def pair_motion_statistics(manifest: pd.DataFrame) -> pd.DataFrame:
     for row in manifest.itertuples(index=False):
         src = np.asarray(row.fixed_points, np.float64)
         dst = np.asarray(row.moving_points, np.float64)
-        size = _image_width(row.fixed)
+        size = image_size(row.fixed)[0]
         values = {"displacement": _residual(src, dst)}
         for model, fit, minimum in (("affine", fit_affine, 3), ("homography", fit_homography, 4),
                                     ("quadratic", fit_quadratic, 6)):
