@@ -1,7 +1,8 @@
 """SIFT + RANSAC homography (``sift``) and its quadratic refit (``sift-quadratic``): feature baselines.
 
-SIFT keypoints on the CLAHE-enhanced green channel inside the eroded field of view, Lowe
-ratio-test matching and a RANSAC homography. The match arrays are built as (fixed
+SIFT keypoints on a uint8 image of the green channel (``representation``, one of
+:data:`REPRESENTATIONS`; default the CLAHE-enhanced green channel) inside the eroded field of
+view, Lowe ratio-test matching and a RANSAC homography. The match arrays are built as (fixed
 point, moving point), so ``cv2.findHomography(fixed_pts, moving_pts)`` returns the matrix
 that maps **fixed** ``(x, y, 1)`` to **moving** pixels, the direction of
 :class:`MatrixResult`. OpenCV keypoints are ``(x, y)`` = (column, row), pixel centres at
@@ -14,13 +15,32 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from skimage.filters import sato
 
 from firereg.evaluation.baselines.quadratic import QuadraticRefit, refine_to_quadratic
 from firereg.evaluation.results import MatrixResult, RegistrationResult
 from firereg.transforms.channels import select_channel
 from firereg.transforms.fov import field_of_view
 
-__all__ = ["SiftMethod", "SiftQuadraticMethod", "sift_features"]
+__all__ = ["REPRESENTATIONS", "SiftMethod", "SiftQuadraticMethod", "check_representation", "keypoint_image",
+           "sift_features"]
+
+#: the images SIFT can look at (:attr:`SiftMethod.representation`), each from the green channel;
+#: chosen by ``benchmarks/keypoint_inputs.py`` (``docs/keypoint_inputs.md``)
+REPRESENTATIONS: dict[str, str] = {
+    "green": "the green channel as it is",
+    "clahe-green": "the CLAHE-enhanced green channel (equalised illumination)",
+    "vesselness": "Sato tubeness of the dark vessels of the green channel (skimage.filters.sato)",
+    "black-tophat": "morphological black top-hat of the CLAHE green channel (dark vessels bright)",
+    "clahe+vesselness": "the mean of clahe-green and vesselness",
+}
+
+
+def check_representation(representation: str) -> None:
+    """Raise ``ValueError`` naming ``representation`` if it is not a key of :data:`REPRESENTATIONS`."""
+    if representation not in REPRESENTATIONS:
+        raise ValueError(f"unknown SIFT input representation {representation!r}; "
+                         f"valid ones: {', '.join(REPRESENTATIONS)}")
 
 
 def _green_u8(image: np.ndarray) -> np.ndarray:
@@ -46,11 +66,17 @@ class SiftMethod:
     name: str = "sift"
     #: Lengths below are in px of an image whose longest side is this many pixels.
     reference_size: int = 512
+    #: what SIFT looks at, a key of :data:`REPRESENTATIONS`
+    representation: str = "clahe-green"
     #: CLAHE clip limit on the green channel (equalises the uneven illumination so
     #: keypoints are found on vessels everywhere, not only near the optic disc).
     clahe_clip_limit: float = 2.0
     #: CLAHE tile grid (tiles per side).
     clahe_tiles: int = 8
+    #: Gaussian scales of the ``vesselness`` filter, px (vessel half-widths).
+    vessel_sigmas_px: tuple[float, ...] = (1.0, 2.0, 3.0)
+    #: side of the disc of the ``black-tophat`` closing, px (wider than the widest vessel).
+    tophat_px: float = 15.0
     #: Pixels eroded off the FOV mask so the high-contrast FOV rim gives no keypoints
     #: (rim keypoints match each other and pull the homography to identity).
     mask_erode_px: int = 10
@@ -71,12 +97,16 @@ class SiftMethod:
     #: Seed of OpenCV's RNG (RANSAC sampling), for reproducible results.
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        check_representation(self.representation)
+
     def _features(self, image: np.ndarray, mask: np.ndarray | None, scale: float):
-        green = _green_u8(image)
         mask = field_of_view(image, mask, erode_px=int(round(self.mask_erode_px * scale)))
-        return sift_features(
-            green, mask, self.clahe_clip_limit, self.clahe_tiles, self.n_features, self.contrast_threshold
+        img = keypoint_image(
+            _green_u8(image), mask, self.representation, self.clahe_clip_limit, self.clahe_tiles,
+            tuple(sigma * scale for sigma in self.vessel_sigmas_px), self.tophat_px * scale,
         )
+        return sift_features(img, mask, self.n_features, self.contrast_threshold)
 
     def match(
         self,
@@ -213,33 +243,83 @@ class SiftQuadraticMethod(SiftMethod):
         return refine_to_quadratic(homography, src, dst, refit, fov)
 
 
-def sift_features(
+def _stretch_u8(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``values`` scaled so that 0 → 0 and the 99.5th percentile inside ``mask`` → 255, as uint8; 0 outside."""
+    values = np.maximum(values, 0)
+    hi = float(np.percentile(values[mask], 99.5)) if mask.any() else 0.0
+    out = np.clip(np.round(values * (255.0 / hi)), 0, 255) if hi > 0 else np.zeros_like(values)
+    return np.where(mask, out, 0).astype(np.uint8)
+
+
+def _fill_outside(green: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``green`` with the pixels outside ``mask`` set to the median inside, so the FOV rim is no ridge."""
+    fill = np.median(green[mask]) if mask.any() else 0
+    return np.where(mask, green, fill).astype(green.dtype)
+
+
+def keypoint_image(
     green: np.ndarray,
     mask: np.ndarray,
+    representation: str = "clahe-green",
     clahe_clip_limit: float = 2.0,
     clahe_tiles: int = 8,
+    vessel_sigmas_px: tuple[float, ...] = (1.0, 2.0, 3.0),
+    tophat_px: float = 15.0,
+) -> np.ndarray:
+    """The uint8 image SIFT looks at: ``representation`` (:data:`REPRESENTATIONS`) of a green channel.
+
+    Args:
+        green: (H, W) uint8 green channel, row-major.
+        mask: (H, W) bool field of view (eroded); outside it the filtered representations are 0.
+        representation: a key of :data:`REPRESENTATIONS`.
+        clahe_clip_limit: CLAHE clip limit (``clahe-green``, ``black-tophat``, ``clahe+vesselness``; 0 = no CLAHE).
+        clahe_tiles: CLAHE tiles per side.
+        vessel_sigmas_px: Gaussian scales of the Sato filter, px of this image (``vesselness``).
+        tophat_px: side of the top-hat's disc, px of this image (``black-tophat``).
+
+    Returns:
+        (H, W) uint8 image.
+
+    Raises:
+        ValueError: naming an unknown ``representation``.
+    """
+    check_representation(representation)
+    if representation == "green":
+        return np.asarray(green, dtype=np.uint8)
+    clahe_green = green
+    if clahe_clip_limit > 0:
+        clahe = cv2.createCLAHE(clipLimit=float(clahe_clip_limit), tileGridSize=(int(clahe_tiles), int(clahe_tiles)))
+        clahe_green = np.where(mask, clahe.apply(green), 0).astype(np.uint8)  # no CLAHE-amplified noise outside
+    if representation == "clahe-green":
+        return clahe_green
+    if representation == "black-tophat":
+        side = max(3, int(round(tophat_px)) | 1)
+        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
+        return _stretch_u8(cv2.morphologyEx(_fill_outside(clahe_green, mask), cv2.MORPH_BLACKHAT, disc), mask)
+    filled = _fill_outside(green, mask).astype(np.float32) / 255.0
+    vessels = _stretch_u8(sato(filled, sigmas=vessel_sigmas_px, black_ridges=True, mode="reflect"), mask)
+    if representation == "vesselness":
+        return vessels
+    return ((clahe_green.astype(np.uint16) + vessels) // 2).astype(np.uint8)  # clahe+vesselness
+
+
+def sift_features(
+    image: np.ndarray,
+    mask: np.ndarray,
     n_features: int = 4000,
     contrast_threshold: float = 0.02,
 ):
-    """SIFT keypoints and descriptors of a uint8 green channel, inside ``mask``.
+    """SIFT keypoints and descriptors of a uint8 image (:func:`keypoint_image`), inside ``mask``.
 
     Args:
-        green: (H, W) uint8 image.
+        image: (H, W) uint8 image, row-major.
         mask: (H, W) bool; keypoints are only detected where True.
-        clahe_clip_limit: CLAHE clip limit (0 = no CLAHE).
-        clahe_tiles: CLAHE tiles per side.
         n_features: keep the strongest N keypoints (0 = all).
         contrast_threshold: SIFT contrast threshold.
 
     Returns:
-        ``(keypoints, descriptors)`` as ``cv2.SIFT.detectAndCompute`` gives them
-        (descriptors ``None`` when there are no keypoints).
+        ``(keypoints, descriptors)`` as ``cv2.SIFT.detectAndCompute`` gives them (keypoints as
+        ``(x, y)`` pixels; descriptors ``None`` when there are no keypoints).
     """
-    img = green
-    if clahe_clip_limit > 0:
-        clahe = cv2.createCLAHE(clipLimit=float(clahe_clip_limit), tileGridSize=(int(clahe_tiles), int(clahe_tiles)))
-        img = clahe.apply(green)
-        img = np.where(mask, img, 0).astype(np.uint8)  # no CLAHE-amplified noise outside
     sift = cv2.SIFT_create(nfeatures=int(n_features), contrastThreshold=float(contrast_threshold))
-    kps, desc = sift.detectAndCompute(img, mask.astype(np.uint8) * 255)
-    return kps, desc
+    return sift.detectAndCompute(image, mask.astype(np.uint8) * 255)
