@@ -46,6 +46,7 @@ from firereg.transforms.fire_motions import (
     sample_on_grid,
 )
 from firereg.transforms.fire_reader import CATEGORIES, read_control_points, truth_path
+from firereg.transforms.residual_pairs import PrealignConfig, prealign_pair
 from firereg.transforms.source_retina import (
     SourceRetina,
     anatomical_change,
@@ -101,6 +102,10 @@ class GeneratorConfig:
             ``"procedural"`` (every pair from a synthetic retina of its own).
         n_points: control points per pair.
         jpeg_quality: quality of the written JPEG images.
+        prealign_px: None (raw pairs), or every moving image is pre-aligned onto its fixed
+            image by a quadratic fitted to matches with this noise (px of a 1024 px image), as
+            the hybrid's keypoint stage does (:func:`firereg.transforms.residual_pairs.prealign_pair`):
+            a dataset for validating a deformable stage; the control points follow.
     """
 
     size: int = 1024
@@ -110,6 +115,7 @@ class GeneratorConfig:
     retina: str = "photograph"
     n_points: int = 10
     jpeg_quality: int = 95
+    prealign_px: float | None = None
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the bad setting."""
@@ -126,6 +132,8 @@ class GeneratorConfig:
             raise ValueError(f"retina must be one of {', '.join(RETINAS)}, got {self.retina!r}")
         if self.source is not None and self.retina != "photograph":
             raise ValueError(f"a source photograph ({self.source}) needs retina='photograph', got {self.retina!r}")
+        if self.prealign_px is not None:
+            PrealignConfig(noise_px=float(self.prealign_px)).validate()
         if self.source is not None and not Path(self.source).is_file():
             raise FileNotFoundError(f"source image not found: {self.source}")
 
@@ -361,7 +369,10 @@ def generate_pair(
 
 
 def _metadata_key(config: GeneratorConfig) -> dict:
-    return {"version": GENERATOR_VERSION, **asdict(config)}
+    key = {"version": GENERATOR_VERSION, **asdict(config)}
+    if key["prealign_px"] is None:  # raw datasets keep the key they had before pre-alignment existed
+        del key["prealign_px"]
+    return key
 
 
 def _pair_names(config: GeneratorConfig) -> list[str]:
@@ -472,6 +483,9 @@ def make_fire_dataset(
         records = {}
         for name in tqdm(_pair_names(config), desc="generating FIRE-format pairs", disable=not progress):
             pair = generate_pair(name, source, config.size, config.seed, config.n_points)
+            if config.prealign_px is not None:
+                pair = prealign_pair(pair, _pair_rng(f"prealign-{name}", config.seed),
+                                     PrealignConfig(noise_px=float(config.prealign_px)))
             records[name] = _write_pair(tmp, pair, config.jpeg_quality)
         source_name = source.name if source is not None else "procedural retinas (one per pair)"
         meta = {"source": source_name, "config": _metadata_key(config), "pairs": records}

@@ -46,6 +46,7 @@ from firereg.transforms.pair_transforms import (
     PairTransformConfig,
     pair_transforms,
 )
+from firereg.transforms.residual_pairs import PrealignConfig, prealign_pair
 
 __all__ = [
     "FIRE_SHARES",
@@ -157,6 +158,8 @@ class DrawPair(Randomizable):
         shares: relative frequency of each category (default FIRE's).
         render_size: px the pair is rendered at (default :func:`render_size_for`).
         n_points: control points per pair.
+        prealign: None (raw pairs) or how to pre-align each pair's moving image globally
+            (:func:`firereg.transforms.residual_pairs.prealign_pair`, seeded by the pair's seed).
     """
 
     def __init__(
@@ -167,6 +170,7 @@ class DrawPair(Randomizable):
         shares: Mapping[str, float] | None = None,
         render_size: int | None = None,
         n_points: int = 10,
+        prealign: PrealignConfig | None = None,
     ) -> None:
         self.probs = _check(FIRE_SHARES if shares is None else shares, retinas, float(photograph_share))
         self.retinas, self.photograph_share = retinas, float(photograph_share)
@@ -174,6 +178,9 @@ class DrawPair(Randomizable):
         if self.render_size < 64:
             raise ValueError(f"render size must be at least 64 px, got {self.render_size}")
         self.n_points = int(n_points)
+        if prealign is not None:
+            prealign.validate()
+        self.prealign = prealign
         self.pipeline = pair_transforms(config, load=False)
 
     def draw(self, index: int) -> PairSpec:
@@ -187,7 +194,10 @@ class DrawPair(Randomizable):
     def render(self, spec: PairSpec) -> GeneratedPair:
         """The pair of ``spec`` at the render size (row-major images, points in their px)."""
         source = load_source() if spec.photograph else None
-        return generate_pair(spec.name, source, self.render_size, spec.pair_seed, self.n_points)
+        pair = generate_pair(spec.name, source, self.render_size, spec.pair_seed, self.n_points)
+        if self.prealign is None:
+            return pair
+        return prealign_pair(pair, np.random.default_rng([spec.pair_seed, 1]), self.prealign)
 
     def __call__(self, index: int) -> dict:
         spec = self.draw(index)
@@ -217,7 +227,7 @@ class GeneratedPairs(Dataset):
         length: items per epoch (``pairs_per_epoch``).
         seed: initial random state.
         **draw: :class:`DrawPair`'s ``retinas``, ``photograph_share``, ``shares``,
-            ``render_size``, ``n_points``.
+            ``render_size``, ``n_points``, ``prealign``.
 
     Raises:
         ValueError: naming the bad setting.

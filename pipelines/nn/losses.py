@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from monai.losses import (
     GlobalMutualInformationLoss,
     LocalNormalizedCrossCorrelationLoss,
@@ -34,6 +35,7 @@ __all__ = [
     "RegistrationLoss",
     "fit_affine",
     "affine_point_loss",
+    "ddf_point_error",
     "match_cross_entropy",
 ]
 
@@ -229,6 +231,35 @@ def affine_point_loss(predicted: torch.Tensor, target: torch.Tensor, points: tor
         return points @ a[:, :, :2].transpose(1, 2) + a[:, :, 2].unsqueeze(1)
 
     return torch.linalg.norm(apply(predicted) - apply(target), dim=-1).mean()
+
+
+def ddf_point_error(ddf: torch.Tensor, fixed_points: torch.Tensor, moving_points: torch.Tensor) -> torch.Tensor:
+    """Mean distance (pixels) between ``p + u(p)`` and the moving point of every fixed point ``p``.
+
+    Args:
+        ddf: (B, 2, W, H) displacement field in the networks' ``XY`` layout, pixels, fixed →
+            moving (:mod:`firereg.transforms.coords`); ``u(p)`` is sampled bilinearly.
+        fixed_points: (B, N, 2) ``(x, y)`` pixels of the field's grid (NaN rows: padding, ignored).
+        moving_points: (B, N, 2) their moving positions.
+
+    Raises:
+        ValueError: for mismatched shapes or no valid point.
+    """
+    if ddf.ndim != 4 or ddf.shape[1] != 2:
+        raise ValueError(f"need a (B, 2, W, H) field, got {tuple(ddf.shape)}")
+    b, _, w, h = ddf.shape
+    p, q = fixed_points.reshape(b, -1, 2).to(ddf.dtype), moving_points.reshape(b, -1, 2).to(ddf.dtype)
+    if p.shape != q.shape:
+        raise ValueError(f"fixed and moving points differ in shape: {tuple(p.shape)} and {tuple(q.shape)}")
+    valid = ~(torch.isnan(p).any(-1) | torch.isnan(q).any(-1))
+    if not bool(valid.any()):
+        raise ValueError("no valid control point for the landmark term")
+    p, q = torch.nan_to_num(p), torch.nan_to_num(q)
+    # grid_sample's last grid axis indexes the input's last dim (H: y) first, then W (x)
+    grid = torch.stack([2 * p[..., 1] / (h - 1) - 1, 2 * p[..., 0] / (w - 1) - 1], dim=-1).unsqueeze(1)
+    u = F.grid_sample(ddf, grid, mode="bilinear", padding_mode="border", align_corners=True)[:, :, 0]
+    distance = torch.linalg.norm(p + u.transpose(1, 2) - q, dim=-1)
+    return distance[valid].mean()
 
 
 def match_cross_entropy(

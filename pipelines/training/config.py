@@ -27,6 +27,7 @@ from firereg.transforms.channels import CHANNELS
 from firereg.transforms.datasets import CACHE_MODES
 from firereg.transforms.generated_pairs import RETINA_MODES
 from firereg.transforms.pair_transforms import PairTransformConfig
+from firereg.transforms.residual_pairs import PrealignConfig
 from firereg.transforms.splits import DEFAULT_VAL_FRACTION
 
 __all__ = ["AFFINE_SUPERVISION", "DEFAULT_BENCHMARK_SIZE", "TRAIN_PAIRS", "TrainConfig", "run_config"]
@@ -107,6 +108,17 @@ class TrainConfig:
         pairs_per_epoch: ``generated`` only: items per epoch (each repeated ``repeats`` times, each time new).
         generated_shares: ``generated`` only: relative frequency of each FIRE category, e.g.
             ``{"S": 1}`` for small motions only (None: FIRE's shares).
+        generated_points: ``generated`` only: control points per generated pair (what
+            ``point_weight`` supervises; the pair's images are the same for any number).
+        generated_prealign_px: ``generated`` only: None (raw pairs) or the match noise, px of a
+            1024 px image, of the quadratic that pre-aligns every pair's moving image
+            (:func:`firereg.transforms.residual_pairs.prealign_pair`), as the hybrid's keypoint
+            stage does before its deformable stage: pairs for training that stage.
+        features: voxelmorph only: the six ``BasicUNet`` features (None: ``VoxelMorphNet``'s
+            default); stored in the checkpoint's ``net_kwargs``.
+        point_weight: voxelmorph only: weight of a landmark term added to the loss, the mean
+            distance (network px) between ``p + u(p)`` and the moving control point of every
+            fixed control point ``p`` (0 = unsupervised VoxelMorph).
     """
 
     model: str = "cascade"
@@ -139,10 +151,16 @@ class TrainConfig:
     photograph_share: float = 0.0
     pairs_per_epoch: int = 256
     generated_shares: dict[str, float] | None = None
+    generated_points: int = 10
+    generated_prealign_px: float | None = None
+    features: tuple[int, ...] | None = None
+    point_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.patches, os.PathLike):
             self.patches = str(self.patches)
+        if isinstance(self.features, list):
+            self.features = tuple(self.features)
 
     def _bad(self, field: str, allowed: str) -> ValueError:
         return ValueError(f"TrainConfig.{field} = {getattr(self, field)!r} is invalid: {allowed}")
@@ -214,6 +232,14 @@ class TrainConfig:
                 raise bad("patches", "need a folder path or None")
             if self.model != "affine":
                 raise bad("patches", f"patch training trains only the affine model, not {self.model!r}")
+        if self.features is not None and (self.model != "voxelmorph" or not isinstance(self.features, tuple)
+                                          or len(self.features) != 6
+                                          or not all(_is_int(f) and f >= 1 for f in self.features)):
+            raise bad("features", "need None or six integers >= 1 (BasicUNet features), voxelmorph only")
+        if not _is_num(self.point_weight) or not (self.point_weight >= 0 and math.isfinite(self.point_weight)):
+            raise bad("point_weight", "need a finite number >= 0")
+        if self.point_weight > 0 and self.model != "voxelmorph":
+            raise bad("point_weight", f"only the voxelmorph model has a landmark term, not {self.model!r}")
         if not _is_int(self.benchmark_size) or self.benchmark_size < 16:
             raise bad("benchmark_size", "need an integer >= 16 (pixels, the longest side)")
         self._validate_train_pairs()
@@ -240,12 +266,26 @@ class TrainConfig:
         if shares is not None and (not isinstance(shares, dict) or not shares or set(shares) - {"S", "P", "A"}
                                    or not all(_is_num(v) and v >= 0 for v in shares.values()) or not sum(shares.values()) > 0):
             raise bad("generated_shares", "need None or a dict of S, P, A shares >= 0, not all 0")
+        if not _is_int(self.generated_points) or self.generated_points < 3:
+            raise bad("generated_points", "need an integer >= 3 (control points per generated pair)")
+        prealign = self.generated_prealign_px
+        if prealign is not None and (not _is_num(prealign) or not (prealign >= 0 and math.isfinite(prealign))):
+            raise bad("generated_prealign_px", "need None or a finite number >= 0 (px of a 1024 px image)")
 
     def net_kwargs(self) -> dict:
         """Keyword arguments of :func:`firereg.pipelines.nn.networks.build_network` (stored in checkpoints)."""
         if self.model == "voxelmorph":
-            return {"integration_steps": int(self.integration_steps)} if self.integration_steps > 0 else {}
+            kwargs: dict = {"integration_steps": int(self.integration_steps)} if self.integration_steps > 0 else {}
+            if self.features is not None:
+                kwargs["features"] = [int(f) for f in self.features]
+            return kwargs
         return {"estimator": self.estimator}
+
+    def prealign_config(self) -> PrealignConfig | None:
+        """The generated pairs' pre-alignment (:attr:`generated_prealign_px`), or None for raw pairs."""
+        if self.generated_prealign_px is None:
+            return None
+        return PrealignConfig(noise_px=float(self.generated_prealign_px))
 
     def loss_config(self) -> LossConfig:
         """The settings of :class:`firereg.pipelines.nn.losses.RegistrationLoss`."""

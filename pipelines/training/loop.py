@@ -176,7 +176,8 @@ def _training_data(config: TrainConfig, train_manifest: pd.DataFrame, out: Path,
     if config.train_pairs == "generated":
         return GeneratedPairs(config.transform_config(), length=config.pairs_per_epoch, seed=config.seed,
                               retinas=config.generated_retinas, photograph_share=config.photograph_share,
-                              shares=config.generated_shares)
+                              shares=config.generated_shares, n_points=config.generated_points,
+                              prealign=config.prealign_config())
     if len(train_manifest) == 0:
         raise ValueError("the split leaves no training pairs")
     return fire_dataset(

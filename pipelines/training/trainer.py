@@ -3,7 +3,8 @@
 Losses per model (network pixels, ``XY`` layout as the networks see it: :mod:`firereg.transforms.coords`):
 
 - ``voxelmorph``: :class:`firereg.pipelines.nn.losses.RegistrationLoss` = similarity inside the
-  fixed field of view + ``lam`` * smoothness of the DDF;
+  fixed field of view + ``lam`` * smoothness of the DDF (+ ``point_weight`` * the mean control-point
+  distance, :func:`firereg.pipelines.nn.losses.ddf_point_error`, when set);
 - ``affine``: ``affine_supervision="points"`` → :func:`firereg.pipelines.nn.losses.affine_point_loss`
   against the least-squares affine of the (augmented) control points
   (:func:`firereg.pipelines.nn.losses.fit_affine`), at a grid of points inside the image, divided by
@@ -32,6 +33,7 @@ from firereg.pipelines.nn.fields import affine_to_ddf
 from firereg.pipelines.nn.losses import (
     RegistrationLoss,
     affine_point_loss,
+    ddf_point_error,
     fit_affine,
     match_cross_entropy,
 )
@@ -155,6 +157,8 @@ class Trainer:
         if model == "voxelmorph":
             warped, ddf = net(moving, fixed)
             total, reg = self.registration_loss(warped, fixed, ddf, mask)
+            if self.config.point_weight > 0:  # logged only inside "loss" (the log's columns are fixed)
+                total = total + self.config.point_weight * ddf_point_error(ddf, batch[FIXED_POINTS], batch[MOVING_POINTS])
             parts.update(reg)
         elif model == "affine":
             _, total, logged = self._affine_stage_loss(net, net, moving, fixed, mask, batch)

@@ -73,3 +73,22 @@ def test_registration_loss_passes_the_mask_to_its_similarity():
         torch.testing.assert_close(total, loss.similarity(warped, fixed, mask))
         assert parts["smoothness"] == 0.0
         assert float(total) != pytest.approx(float(loss(warped, fixed, ddf)[0]), abs=1e-4)
+
+
+def test_ddf_point_error_samples_the_field_at_the_fixed_points():
+    from firereg.pipelines.nn.losses import ddf_point_error
+
+    ddf = torch.zeros(1, 2, 32, 20)  # XY layout: (B, 2, W, H), channel 0 = dx
+    ddf[:, 0] = 2.0
+    ddf[:, 1, :, 10:] = 1.0  # dy = 1 where y >= 10
+    fixed = torch.tensor([[[3.0, 4.0], [5.0, 15.0], [float("nan"), 1.0]]])
+    moving = fixed + torch.tensor([[[2.0, 0.0], [2.0, 1.0], [0.0, 0.0]]])
+    assert float(ddf_point_error(ddf, fixed, moving)) == pytest.approx(0.0, abs=1e-6)  # the NaN row is padding
+    shifted = moving + torch.tensor([3.0, 4.0])
+    assert float(ddf_point_error(ddf, fixed, shifted)) == pytest.approx(5.0, abs=1e-5)
+    # halfway between y = 9 (dy 0) and y = 10 (dy 1): bilinear 0.5
+    assert float(ddf_point_error(ddf, torch.tensor([[[4.0, 9.5]]]), torch.tensor([[[6.0, 9.5]]]))) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="no valid control point"):
+        ddf_point_error(ddf, torch.full((1, 2, 2), float("nan")), torch.zeros(1, 2, 2))
+    with pytest.raises(ValueError, match=r"\(B, 2, W, H\)"):
+        ddf_point_error(torch.zeros(1, 3, 4, 4), fixed, moving)

@@ -310,3 +310,20 @@ def test_patch_training_runs(fire_data, tmp_path):
                    fire_data, tmp_path / "run", progress=False, num_threads=1)
     assert result["steps"] >= 1 and (tmp_path / "run" / "best.pt").is_file()
     assert float(_log_rows(tmp_path / "run")[0]["affine_loss"]) >= 0
+
+
+def test_voxelmorph_point_weight_adds_the_control_point_distance():
+    rng = np.random.default_rng(2)
+    f = rng.uniform(20, 100, (5, 2))
+    item = {"name": "S01", "fixed": torch.rand(1, 64, 64), "moving": torch.rand(1, 64, 64),
+            "fixed_mask": torch.ones(1, 64, 64), "moving_mask": torch.ones(1, 64, 64),
+            "fixed_points": torch.as_tensor(f[None] * 0.5), "moving_points": torch.as_tensor(f[None] * 0.5 + [3.0, -4.0])}
+    batch = collate_pairs([item])
+    torch.manual_seed(0)
+    total_plain, _ = Trainer(TrainConfig(model="voxelmorph", size=64)).compute_loss(batch)
+    torch.manual_seed(0)  # the same initial network
+    total_points, _ = Trainer(TrainConfig(model="voxelmorph", size=64, point_weight=2.0)).compute_loss(batch)
+    # the fresh VoxelMorph's field is almost zero: the term is 2 x the 5 px shift
+    assert float(total_points - total_plain) == pytest.approx(2 * 5.0, abs=0.05)
+    small = Trainer(TrainConfig(model="voxelmorph", size=64, features=(8, 8, 8, 8, 8, 4)))
+    assert small.net.flow.in_channels == 4  # the features reach the network
