@@ -54,7 +54,11 @@ from firereg.pipelines.demo.run import (
     demo_train_config,
     train_model,
 )
-from firereg.pipelines.method_specs import make_any_method, parse_method_spec
+from firereg.pipelines.method_specs import (
+    DEFAULT_WEIGHTS,
+    make_any_method,
+    parse_method_spec,
+)
 from firereg.pipelines.training import TrainConfig
 from firereg.transforms.fire_generator import (
     DEFAULT_PAIRS,
@@ -66,8 +70,15 @@ from firereg.transforms.io import atomic_output, atomic_write_text
 
 __all__ = ["BASELINES", "DEEP_FORMS", "CrossDomainConfig", "available_deep_forms", "run_cross_domain", "main"]
 
-#: classical methods and the shipped default scored next to the trained models (method specs)
-BASELINES: tuple[str, ...] = ("identity", "elastix-affine", "elastix-bspline", "sift", "sift-quadratic", "default")
+#: refinement steps per level of the shipped default's refined row (``hybrid+ttoN`` with the shipped weights)
+DEFAULT_REFINE_STEPS = 10
+#: classical methods and the shipped default (with and without refinement) scored next to the trained models
+BASELINES: tuple[str, ...] = (
+    "identity", "elastix-affine", "elastix-bspline", "sift", "sift-quadratic", "default",
+    f"default+tto{DEFAULT_REFINE_STEPS}=hybrid+tto{DEFAULT_REFINE_STEPS}:{DEFAULT_WEIGHTS}",
+)
+#: what trained the shipped weights (``benchmarks/train_default.py``), for the table's "trained on"
+SHIPPED = "procedural (shipped weights)"
 #: the forms of a trained run benchmarked, each as ``FORM:RUN`` (those the installed
 #: firereg does not know are left out, with a note; see :func:`available_deep_forms`)
 DEEP_FORMS: tuple[str, ...] = ("cascade", "cascade+tto", "hybrid")
@@ -247,7 +258,11 @@ def _train(config: CrossDomainConfig, roots: dict[str, Path], log: _Log) -> dict
 
 def _specs(config: CrossDomainConfig, forms: list[str]) -> dict[str, tuple[str, str]]:
     """Spec → (label, trained on) for every method benchmarked."""
-    specs = {b: (b, "–") for b in config.baselines}
+    specs = {}
+    for spec in config.baselines:
+        parsed = parse_method_spec(spec)
+        shipped = parsed.path is not None and Path(parsed.path).resolve() == DEFAULT_WEIGHTS.resolve()
+        specs[spec] = (parsed.label, SHIPPED if shipped else "–")
     for model in config.models():
         run = config.out / f"run-{model}"
         for form in forms:
@@ -310,6 +325,9 @@ def _header(config: CrossDomainConfig, infos: dict[str, dict], skipped: list[str
         f"- **Recipe** (`firereg.pipelines.demo.run.demo_train_config`): {recipe.model}, Adam lr {recipe.lr:g}, "
         f"{recipe.size} px network, repeats {recipe.repeats}, affine warm-up {recipe.affine_warmup:g}, "
         f"seed {recipe.seed}, budget {config.budget_steps} optimiser steps, {config.num_threads} torch thread(s).",
+        "- **`default` rows**: the shipped method (`hybrid:` + `firereg/pipelines/weights/default_voxelmorph.pt`, "
+        "trained on procedural retinas only by `benchmarks/train_default.py`, see its `TRAINING_LOG.md`); "
+        f"`default+tto{DEFAULT_REFINE_STEPS}`: with test-time refinement of its deformable field.",
         "- `MODEL-FORM` rows: `FORM:RUN` of `firereg benchmark` (cascade: the network alone; cascade+tto: "
         "with test-time refinement; hybrid: sift-quadratic, then the network's deformable stage).",
         "- AUC: mean success rate over thresholds 1..25 px; mAUC: mean of the S, P, A AUCs; mean error: over "

@@ -2,15 +2,21 @@
 
     python benchmarks/train_default.py --out DIR [--threads 1]
 
-then copy ``DIR/run/best.pt`` to ``pipelines/weights/default_voxelmorph.pt`` (see
-``pipelines/weights/TRAINING_LOG.md``). The training pairs are generated on the fly from
-procedural retinas only (never ``skimage.data.retina()``), category S only: the hybrid's
-deformable stage (:class:`firereg.pipelines.inference.hybrid.HybridMethod`) sees pairs that
-``sift-quadratic`` has already aligned globally, so it only needs to follow small residual
-motions. Validation (which picks ``best.pt``) runs on ``DIR/val``, a folder of procedural S
-pairs written here by :func:`firereg.transforms.fire_generator.make_fire_dataset`. The run
-stops after :data:`CONFIG`'s ``budget_steps`` optimiser steps, so the same command and
-thread count give the same weights on any machine. Sizes: the network sees 256 x 256 images
+then copy ``DIR/run/best.pt`` to ``pipelines/weights/default_voxelmorph.pt`` and write the
+bundle's copy (``python -c "from firereg.pipelines.bundles import write_hybrid_bundle_weights;
+write_hybrid_bundle_weights()"``); see ``pipelines/weights/TRAINING_LOG.md``.
+
+The hybrid (:class:`firereg.pipelines.inference.hybrid.HybridMethod`) runs this network on a pair
+that ``sift-quadratic`` has already aligned with a quadratic map, so it is trained on such pairs:
+generated on the fly from procedural retinas only (never ``skimage.data.retina()``), all FIRE
+categories, each moving image pre-aligned by a quadratic fitted to noisy matches of the true
+motion (:func:`firereg.transforms.residual_pairs.prealign_pair`); the network follows what the
+quadratic leaves (the eye's non-polynomial residual and the fit's error). Loss: local NCC +
+diffusion + the distance of 64 control points per pair (:func:`firereg.pipelines.nn.losses.ddf_point_error`).
+Validation (which picks ``best.pt``) runs the network alone on ``DIR/val``, pre-aligned procedural
+pairs written here by :func:`firereg.transforms.fire_generator.make_fire_dataset`. The run stops
+after :data:`CONFIG`'s ``budget_steps`` optimiser steps, so the same command and thread count give
+the same weights on any machine. Sizes: the network sees 512 x 512 images, the benchmark size
 (:mod:`firereg.transforms.coords`); validation resizes the 1024 px pairs to 512 px first.
 """
 
@@ -28,27 +34,31 @@ from firereg.transforms.fire_generator import GeneratorConfig, make_fire_dataset
 #: the one training configuration of the shipped weights
 CONFIG = TrainConfig(
     model="voxelmorph",
-    size=256,
+    size=512,
+    features=(8, 16, 32, 32, 32, 8),
     channel="green",
-    lr=1e-4,
-    lam=0.05,
+    lr=5e-4,
+    lam=0.1,
     similarity="lncc",
     smoothness="diffusion",
     kernel_size=9,
-    augment=True,
+    point_weight=1.0,
+    augment=False,
     seed=0,
-    val_fraction=0.5,
+    val_fraction=0.75,
     epochs=100,
     checkpoint_every=100,
-    budget_steps=600,
+    budget_steps=2000,
     train_pairs="generated",
     generated_retinas="procedural",
-    generated_shares={"S": 1.0},
+    generated_shares={"S": 1.0, "P": 1.0, "A": 1.0},
+    generated_points=64,
+    generated_prealign_px=1.0,
     pairs_per_epoch=200,
     self_pairs=0.0,
 )
-#: the validation folder: procedural S pairs (half of them validate; the other half is unused)
-VALIDATION = GeneratorConfig(size=1024, pairs={"S": 12}, seed=1, retina="procedural")
+#: the validation folder: pre-aligned procedural pairs (9 of the 12 validate; the other 3 are unused)
+VALIDATION = GeneratorConfig(size=1024, pairs={"S": 4, "P": 4, "A": 4}, seed=1, retina="procedural", prealign_px=1.0)
 
 
 def main() -> None:

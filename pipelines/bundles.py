@@ -276,6 +276,19 @@ def load_weights(
 # ----------------------------------------------------------------------------- evaluation
 
 
+def write_hybrid_bundle_weights(filepath: str | Path | None = None) -> Path:
+    """Write ``bundles/fire_hybrid/models/model.pt``: the shipped VoxelMorph of the ``default`` method
+    (:data:`firereg.pipelines.method_specs.DEFAULT_WEIGHTS`) as a state dict of the bundle's ``network_def``."""
+    from firereg.pipelines.method_specs import DEFAULT_WEIGHTS
+
+    ckpt = load_checkpoint(DEFAULT_WEIGHTS, "voxelmorph")
+    network = VoxelMorphPairNet(**ckpt["net_kwargs"], size=int(ckpt["size"]))
+    target = Path(filepath) if filepath is not None else bundles_dir() / "fire_hybrid" / "models" / "model.pt"
+    written = save_weights(network, DEFAULT_WEIGHTS, target, "voxelmorph")
+    target.with_name(MODEL_CONFIG_NAME).unlink(missing_ok=True)  # the bundle's settings are in its configs
+    return written
+
+
 def _json_number(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -421,11 +434,33 @@ def write_firereg_checkpoint(
     channel: str,
     filepath: str | Path,
     integration_steps: int = 0,
+    features: Sequence[int] | None = None,
 ) -> Path:
     """Write the bundle network as a firereg checkpoint (:func:`firereg.pipelines.checkpoints.checkpoint_state`,
-    saved atomically), which :func:`firereg.pipelines.register.register_pair` and ``firereg register --model`` load."""
-    net_kwargs = TrainConfig(model=model_type, integration_steps=integration_steps).net_kwargs()
-    return save_checkpoint(checkpoint_state(network, model_type, net_kwargs, size, channel), filepath)
+    saved atomically), which :func:`firereg.pipelines.register.register_pair` and ``firereg register --model`` load.
+    ``features``: a VoxelMorph's ``BasicUNet`` features when not the default."""
+    config = TrainConfig(model=model_type, integration_steps=integration_steps,
+                         features=tuple(features) if features is not None else None)
+    return save_checkpoint(checkpoint_state(network, model_type, config.net_kwargs(), size, channel), filepath)
+
+
+def _pairs_table(rows: list[dict], output_dir: Path) -> pd.DataFrame:
+    """``output_dir/pairs.csv`` of the registered pairs (written atomically)."""
+    table = pd.DataFrame(rows)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    atomic_to_csv(table, output_dir / "pairs.csv")
+    logger.info("registered %d pairs into %s", len(rows), output_dir)
+    return table
+
+
+def _pair_row(pair: Mapping, written: Mapping[str, Path]) -> dict:
+    row = {"pair": pair["name"], "fixed": pair["fixed"], "moving": pair["moving"],
+           **{key: str(path) for key, path in written.items()}}
+    if "points" in written:
+        table = pd.read_csv(written["points"])
+        if "error_moving" in table:
+            row["mean_error_moving"] = float(table["error_moving"].mean())
+    return row
 
 
 def register_pairs(
@@ -450,16 +485,33 @@ def register_pairs(
     for pair in pairs:
         written = register_pair(pair["fixed"], pair["moving"], checkpoint, out / pair["name"],
                                 points_path=pair.get("points"), refine_steps=refine_steps, expected_type=model_type)
-        row = {"pair": pair["name"], "fixed": pair["fixed"], "moving": pair["moving"],
-               **{key: str(path) for key, path in written.items()}}
-        if "points" in written:
-            table = pd.read_csv(written["points"])
-            if "error_moving" in table:
-                row["mean_error_moving"] = float(table["error_moving"].mean())
-        rows.append(row)
+        rows.append(_pair_row(pair, written))
         logger.info("registered %s -> %s", pair["name"], out / pair["name"])
-    table = pd.DataFrame(rows)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_to_csv(table, out / "pairs.csv")
-    logger.info("registered %d pairs into %s", len(rows), out)
-    return table
+    return _pairs_table(rows, out)
+
+
+def register_pairs_with_method(
+    pairs: Sequence[Mapping], spec: str, output_dir: str | Path, size: int = 512
+) -> pd.DataFrame:
+    """Register every pair with a method spec (:mod:`firereg.pipelines.method_specs`, e.g.
+    ``hybrid:CHECKPOINT``) as ``firereg register --method`` does, at working size ``size`` px
+    (:func:`firereg.pipelines.register.register_images`), into ``output_dir/<pair>/`` (its files
+    and ``transform.json``); ``output_dir/pairs.csv`` lists them.
+
+    Raises:
+        firereg.evaluation.sanity.RegistrationFailed: naming the pair whose registration failed.
+    """
+    from firereg.evaluation.sanity import RegistrationFailed
+    from firereg.pipelines.register import register_images
+
+    out = Path(output_dir)
+    rows = []
+    for pair in pairs:
+        try:
+            written = register_images(pair["fixed"], pair["moving"], spec, out / pair["name"],
+                                      points_path=pair.get("points"), size=size)
+        except RegistrationFailed as err:
+            raise RegistrationFailed(f"pair {pair['name']}: {err}") from None
+        rows.append(_pair_row(pair, written))
+        logger.info("registered %s -> %s", pair["name"], out / pair["name"])
+    return _pairs_table(rows, out)

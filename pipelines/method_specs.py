@@ -18,12 +18,10 @@ A spec is one of
   pair as ``TYPE+tto`` does; ``hybrid`` without a run is refused (the global stage alone is
   ``sift-quadratic``);
 - ``default``: the shipped registration method, what ``firereg register`` uses without
-  ``--method``: :data:`DEFAULT_METHOD` (``sift-quadratic``) under the label ``default``. The
-  candidate was ``hybrid:`` :data:`DEFAULT_WEIGHTS` (the VoxelMorph shipped in
-  ``firereg/pipelines/weights/``, trained on procedural retinas only by
-  ``benchmarks/train_default.py``); measured on photograph-rendered pairs it did not beat
-  ``sift-quadratic`` (``TRAINING_LOG.md`` beside the weights), so ``default`` does not use it;
-  ``hybrid:PATH`` with that path still does;
+  ``--method``: ``hybrid:`` :data:`DEFAULT_WEIGHTS` (``sift-quadratic``, then the VoxelMorph shipped
+  in ``firereg/pipelines/weights/``, trained on procedural retinas only by
+  ``benchmarks/train_default.py`` on pre-aligned pairs) under the label ``default``; chosen by the
+  cross-domain benchmark (``TRAINING_LOG.md`` beside the weights); :data:`DEFAULT_METHOD` is its spec;
 - ``LABEL=`` before any deep spec names it in the tables (needed to compare two runs of
   the same type, e.g. ``short=cascade:runs/a,long=cascade:runs/b``).
 
@@ -74,10 +72,10 @@ _LABEL_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
 HYBRID = "hybrid"
 #: the spec of the shipped method
 DEFAULT = "default"
-#: the baseline ``default`` runs (chosen by measurement: ``firereg/pipelines/weights/TRAINING_LOG.md``)
-DEFAULT_METHOD = "sift-quadratic"
-#: the shipped VoxelMorph for ``hybrid:PATH`` (package data: ``firereg/pipelines/weights/``)
+#: the shipped VoxelMorph of ``default`` (package data: ``firereg/pipelines/weights/``)
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "default_voxelmorph.pt"
+#: the spec ``default`` stands for (chosen by measurement: ``firereg/pipelines/weights/TRAINING_LOG.md``)
+DEFAULT_METHOD = f"{HYBRID}:{DEFAULT_WEIGHTS}"
 _KIND_RE = re.compile(r"^(?P<type>[a-z]+)(?P<tto>\+tto(?P<steps>\d+)?)?$")
 
 
@@ -114,7 +112,7 @@ def valid_forms() -> str:
         f"or {HYBRID}:PATH, {HYBRID}+tto:PATH (sift-quadratic, then the deformable stage of a voxelmorph "
         f"or cascade PATH) "
         f"(optionally LABEL= in front to name it), or {DEFAULT} (the shipped method: "
-        f"{DEFAULT_METHOD})"
+        f"sift-quadratic + the shipped VoxelMorph)"
     )
 
 
@@ -134,7 +132,7 @@ def parse_method_spec(spec: str) -> MethodSpec:
     if not isinstance(text, str) or not text:
         raise ValueError(f"empty method spec {spec!r}; valid forms: {valid_forms()}")
     if text == DEFAULT:
-        return MethodSpec(text=text, label=DEFAULT)
+        return MethodSpec(text=text, label=DEFAULT, model_type=HYBRID, path=DEFAULT_WEIGHTS)
     if ":" not in text:
         if text.rpartition("=")[2] == HYBRID:
             raise ValueError(
@@ -240,14 +238,15 @@ def make_any_method(spec: str) -> RegistrationMethod:
     """
     parsed = parse_method_spec(spec)
     if not parsed.deep:
-        method = _baseline(parsed.label)
+        method = make_method(parsed.label)
         method.fingerprint = method_fingerprint(spec, method)
         return method
     # torch is imported only when a model is asked for
     from firereg.pipelines.inference.deep_method import DeepMethod
     from firereg.pipelines.inference.refine import fundus_refinement
 
-    refine = fundus_refinement(parsed.tto_steps) if parsed.tto_steps > 0 else None
+    aligned = parsed.model_type == HYBRID  # the hybrid refines a globally aligned pair
+    refine = fundus_refinement(parsed.tto_steps, aligned) if parsed.tto_steps > 0 else None
     if parsed.model_type == HYBRID:
         from firereg.pipelines.inference.hybrid import HybridMethod
 
@@ -257,13 +256,6 @@ def make_any_method(spec: str) -> RegistrationMethod:
     method = DeepMethod(parsed.path, expected_type=parsed.model_type, refine=refine, name=parsed.label)
     method.fingerprint = method_fingerprint(spec)
     return method
-
-
-def _baseline(name: str) -> RegistrationMethod:
-    """The baseline ``name``; ``default`` is :data:`DEFAULT_METHOD` named ``default``."""
-    if name == DEFAULT:
-        return dataclasses.replace(make_method(DEFAULT_METHOD), name=DEFAULT)
-    return make_method(name)
 
 
 def method_fingerprint(spec: str, method: RegistrationMethod | None = None) -> dict:
@@ -289,14 +281,15 @@ def method_fingerprint(spec: str, method: RegistrationMethod | None = None) -> d
     """
     parsed = parse_method_spec(spec)
     if not parsed.deep:
-        method = method if method is not None else _baseline(parsed.label)
+        method = method if method is not None else make_method(parsed.label)
         settings = dataclasses.asdict(method) if dataclasses.is_dataclass(method) else None
         return jsonable({"spec": parsed.text, "label": parsed.label, "settings": settings})
     from firereg.pipelines.checkpoints import resolve_checkpoint
     from firereg.pipelines.inference.refine import fundus_refinement
 
     checkpoint = resolve_checkpoint(parsed.path).resolve()
-    refine = dataclasses.asdict(fundus_refinement(parsed.tto_steps)) if parsed.tto_steps > 0 else None
+    aligned = parsed.model_type == HYBRID
+    refine = dataclasses.asdict(fundus_refinement(parsed.tto_steps, aligned)) if parsed.tto_steps > 0 else None
     extra = {}
     if parsed.model_type == HYBRID:
         extra["settings"] = dataclasses.asdict(make_method("sift-quadratic"))
