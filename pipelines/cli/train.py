@@ -37,6 +37,21 @@ PhotographShareOption = Annotated[
 PairsPerEpochOption = Annotated[
     int | None, typer.Option("--pairs-per-epoch", help="Generated pairs per epoch (default: 256).")
 ]
+GeneratedPointsOption = Annotated[
+    int | None, typer.Option("--generated-points", help="Generated pairs: control points per pair (default: 10).")
+]
+PrealignOption = Annotated[
+    float | None,
+    typer.Option("--generated-prealign", help="Generated pairs: pre-align each moving image by a quadratic fitted to "
+                                              "matches with this noise (px at 1024 px), as the hybrid's keypoint stage "
+                                              "leaves it (default: raw pairs)."),
+]
+PointWeightOption = Annotated[
+    float | None, typer.Option("--point-weight", help="VoxelMorph: weight of the control-point distance term (default: 0).")
+]
+FeaturesOption = Annotated[
+    str | None, typer.Option("--features", help="VoxelMorph: six BasicUNet features, e.g. 8,16,32,32,32,8 (default: 16,32,32,32,32,16).")
+]
 
 
 @user_errors
@@ -94,6 +109,16 @@ def _resumed(out: Path, data: Path | None, budget_minutes: float | None) -> tupl
     return base, data
 
 
+def _features(text: str | None) -> tuple[int, ...] | None:
+    """``--features 8,16,32,32,32,8`` as integers; ``ValueError`` naming the bad text."""
+    if text is None:
+        return None
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"--features {text!r}: need six comma-separated integers, e.g. 8,16,32,32,32,8") from None
+
+
 @user_errors
 def train_command(
     out: Annotated[Path, typer.Option("--out", help="Run folder: best.pt, last.pt, log.csv, train_steps.csv, split.csv, tb/.")],
@@ -147,6 +172,10 @@ def train_command(
     generated_retinas: GeneratedRetinasOption = None,
     photograph_share: PhotographShareOption = None,
     pairs_per_epoch: PairsPerEpochOption = None,
+    generated_points: GeneratedPointsOption = None,
+    generated_prealign: PrealignOption = None,
+    point_weight: PointWeightOption = None,
+    features: FeaturesOption = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from last.pt (its settings unless given).")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
     threads: Annotated[
@@ -167,7 +196,8 @@ def train_command(
         "budget_steps": budget_steps, "integration_steps": integration_steps, "patches": str(patches) if patches is not None else None,
         "estimator": estimator, "self_pairs": self_pairs, "repeats": repeats, "affine_warmup": affine_warmup,
         "train_pairs": train_pairs, "generated_retinas": generated_retinas, "photograph_share": photograph_share,
-        "pairs_per_epoch": pairs_per_epoch,
+        "pairs_per_epoch": pairs_per_epoch, "generated_points": generated_points,
+        "generated_prealign_px": generated_prealign, "point_weight": point_weight, "features": _features(features),
     }
     given = {k: v for k, v in given.items() if v is not None}
     check_output_folder(out, "--out")

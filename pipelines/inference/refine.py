@@ -114,7 +114,7 @@ def fundus_refinement(steps: int = 50, aligned: bool = False) -> RefineConfig:
 
     ``aligned``: the pair is already globally aligned (``hybrid+tto``: keypoints + quadratic,
     then a network), so the finest level (512 px) is skipped (``skip_finest=1``, the loss at
-    128 and 256 px). On 24 generated 1024 px pairs (``hybrid+tto25``, shipped weights) that gave
+    128 and 256 px). On 24 generated 1024 px pairs (``hybrid+tto25``, the weights shipped before issue #13's) that gave
     mAUC 0.944 either way and a lower median error (1.66 px vs 1.77 px) at about a third of the
     refinement's time (the 512 px level costs ~3x the two coarser ones together per step).
     """

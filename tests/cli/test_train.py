@@ -101,3 +101,22 @@ def test_cli_train_on_generated_pairs(fire_data, tmp_path):
                                  "--train-pairs", "generated", "--generated-retinas", "mixed"])
     assert result.exit_code == 2 and result.stderr.startswith("error: ")
     assert "photograph_share" in result.stderr and "Traceback" not in result.output
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_cli_train_a_deformable_stage_on_prealigned_pairs(fire_data, tmp_path):
+    from firereg.pipelines.checkpoints import load_checkpoint
+
+    out = tmp_path / "run"
+    args = ["train", "--data", str(fire_data), "--out", str(out), "--model", "voxelmorph", "--size", "64",
+            "--benchmark-size", "96", "--budget-steps", "2", "--no-progress", "--threads", "1",
+            "--train-pairs", "generated", "--pairs-per-epoch", "2", "--generated-points", "16",
+            "--generated-prealign", "1.0", "--point-weight", "1.0", "--features", "8,8,8,8,8,8"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["net_kwargs"] == {"features": [8, 8, 8, 8, 8, 8]} and ckpt["global_step"] == 2
+    stored = run_config(out)
+    assert (stored.generated_points, stored.generated_prealign_px, stored.point_weight) == (16, 1.0, 1.0)
+    result = runner.invoke(app, [*args[:3], "--out", str(tmp_path / "bad"), "--features", "8,x"])
+    assert result.exit_code == 2 and "--features '8,x'" in result.stderr and "Traceback" not in result.output
