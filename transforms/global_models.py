@@ -94,6 +94,14 @@ class GlobalModel:
         hom = np.c_[p, np.ones(len(p))] @ self.matrix().T
         return hom[:, :2] / hom[:, 2:3]
 
+    def sampling_grid(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """``cv2.remap`` maps of this model at every pixel of a fixed image of ``shape`` = (H, W):
+        (H, W) float32 moving x and y of each fixed pixel (row-major)."""
+        h, w = int(shape[0]), int(shape[1])
+        ys, xs = np.mgrid[0:h, 0:w]
+        mapped = self.apply(np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float64))
+        return mapped[:, 0].reshape(h, w).astype(np.float32), mapped[:, 1].reshape(h, w).astype(np.float32)
+
     def jacobian(self, points: np.ndarray) -> np.ndarray:
         """(N, 2, 2) Jacobians ``d(x', y') / d(x, y)`` at (N, 2) fixed points."""
         p = check_points(points)

@@ -33,7 +33,7 @@ from firereg.transforms.global_models import (
 if TYPE_CHECKING:  # fire_generator imports this module
     from firereg.transforms.fire_generator import GeneratedPair
 
-__all__ = ["PrealignConfig", "prealign_pair", "quadratic_map_grid"]
+__all__ = ["PrealignConfig", "prealign_pair"]
 
 #: the image size the noise is stated at, px
 NOISE_REFERENCE_SIZE = 1024
@@ -74,14 +74,6 @@ def _overlap_points(pair: GeneratedPair, margin: float, step: int) -> np.ndarray
     return pts[np.linalg.norm(moved - centre, axis=1) <= margin * radius]
 
 
-def quadratic_map_grid(model: GlobalModel, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """``cv2.remap`` maps (x and y, each (H, W) float32) of ``model`` at every fixed pixel."""
-    h, w = int(shape[0]), int(shape[1])
-    ys, xs = np.mgrid[0:h, 0:w]
-    mapped = model.apply(np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float64))
-    return (mapped[:, 0].reshape(h, w).astype(np.float32), mapped[:, 1].reshape(h, w).astype(np.float32))
-
-
 def prealign_pair(pair: GeneratedPair, rng: np.random.Generator, config: PrealignConfig | None = None) -> GeneratedPair:
     """The pair with its moving image resampled onto the fixed grid by a noisy quadratic fit ``Q``.
 
@@ -107,7 +99,7 @@ def prealign_pair(pair: GeneratedPair, rng: np.random.Generator, config: Prealig
     model = fit_model("quadratic", src, dst)
     if min_jacobian_det(model, candidates) <= 0:
         model = fit_model("homography", src, dst)
-    map_x, map_y = quadratic_map_grid(model, pair.fixed.shape[:2])
+    map_x, map_y = model.sampling_grid(pair.fixed.shape[:2])
     aligned = cv2.remap(pair.moving, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     if model.kind == "quadratic":
         moving_points = invert_quadratic(model, pair.moving_points)

@@ -77,13 +77,7 @@ class QuadraticResult(RegistrationResult):
         return invert_quadratic(self.model, check_points(points), self.start)
 
     def sampling_grid(self) -> tuple[np.ndarray, np.ndarray]:
-        h, w = self.fixed_shape
-        ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
-        a = self.model.params
-        feats = (np.ones_like(xs), xs, ys, xs * xs, xs * ys, ys * ys)
-        map_x = sum(c * f for c, f in zip(a[0], feats))
-        map_y = sum(c * f for c, f in zip(a[1], feats))
-        return map_x.astype(np.float32), map_y.astype(np.float32)
+        return self.model.sampling_grid(self.fixed_shape)
 
 
 @dataclass

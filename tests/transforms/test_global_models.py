@@ -129,3 +129,13 @@ def test_fov_points_respect_the_mask():
     assert len(fov_points((64, 64), step=4)) < 256  # the inscribed ellipse drops the corners
     with pytest.raises(ValueError, match="mask has shape"):
         fov_points((64, 65), mask)
+
+
+def test_sampling_grid_maps_every_fixed_pixel_as_apply_does():
+    quadratic = GlobalModel("quadratic", [[2.0, 1.01, 0.02, 1e-4, -2e-4, 3e-4], [-1.0, 0.01, 0.98, 2e-4, 1e-4, -1e-4]])
+    homography = GlobalModel("homography", [[1.02, 0.01, 3.0], [-0.02, 0.99, -2.0], [1e-5, -2e-5, 1.0]])
+    for model in (quadratic, homography):
+        map_x, map_y = model.sampling_grid((30, 40))
+        assert map_x.shape == map_y.shape == (30, 40) and map_x.dtype == np.float32
+        for x, y in ((0, 0), (39, 0), (12, 29), (39, 29)):
+            assert np.allclose([map_x[y, x], map_y[y, x]], model.apply(np.array([[x, y]], dtype=float))[0], atol=1e-4)
