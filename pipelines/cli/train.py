@@ -109,6 +109,17 @@ def _resumed(out: Path, data: Path | None, budget_minutes: float | None) -> tupl
     return base, data
 
 
+def _print_result(model: str, result: dict, out: Path) -> None:
+    """The two lines ``firereg train`` ends with: steps, stop reason, best validation; files."""
+    best = result["best_mauc"]
+    typer.echo(
+        f"{model}: {result['epochs']} epochs, {result['steps']} steps in {result['seconds']:.0f} s "
+        f"({result['stopped']}); best validation mAUC "
+        + (f"{best:.3f} (mean error {result['best_mean_error']:.2f} px)" if best > float("-inf") else "n/a")
+    )
+    typer.echo(f"checkpoints: {result['best'] or '(no best.pt yet)'}, {result['last']}; logs: {out / 'log.csv'}, {out / 'tb'}")
+
+
 def _features(text: str | None) -> tuple[int, ...] | None:
     """``--features 8,16,32,32,32,8`` as integers; ``ValueError`` naming the bad text."""
     if text is None:
@@ -206,10 +217,4 @@ def train_command(
         base, data = _resumed(out, data, budget_minutes)
     config = dataclasses.replace(base, **given)
     result = train(config, resolve_data(data), out, resume=resume, progress=progress, num_threads=threads)
-    best = result["best_mauc"]
-    typer.echo(
-        f"{config.model}: {result['epochs']} epochs, {result['steps']} steps in {result['seconds']:.0f} s "
-        f"({result['stopped']}); best validation mAUC "
-        + (f"{best:.3f} (mean error {result['best_mean_error']:.2f} px)" if best > float("-inf") else "n/a")
-    )
-    typer.echo(f"checkpoints: {result['best'] or '(no best.pt yet)'}, {result['last']}; logs: {out / 'log.csv'}, {out / 'tb'}")
+    _print_result(config.model, result, out)
