@@ -94,6 +94,15 @@ class GlobalModel:
         hom = np.c_[p, np.ones(len(p))] @ self.matrix().T
         return hom[:, :2] / hom[:, 2:3]
 
+    def inverse(self) -> GlobalModel:
+        """The inverse map (moving → fixed) of an affine or homography model, as a homography.
+
+        Raises:
+            ValueError: for a quadratic model (see :func:`invert_quadratic`).
+        """
+        inv = np.linalg.inv(self.matrix())
+        return GlobalModel("homography", inv / inv[2, 2])
+
     def sampling_grid(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """``cv2.remap`` maps of this model at every pixel of a fixed image of ``shape`` = (H, W):
         (H, W) float32 moving x and y of each fixed pixel (row-major)."""
@@ -377,8 +386,7 @@ def invert_quadratic(
         jac = model.jacobian(centre)[0]
         offset = model.apply(centre)[0] - jac @ centre[0]
         start = GlobalModel("affine", np.c_[jac, offset])
-    inv = np.linalg.inv(start.matrix())
-    p = GlobalModel("homography", inv / inv[2, 2]).apply(q)
+    p = start.inverse().apply(q)
     for _ in range(int(max_iterations)):
         r = model.apply(p) - q
         if np.max(np.abs(r)) < tol_px:

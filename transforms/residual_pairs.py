@@ -24,7 +24,6 @@ import cv2
 import numpy as np
 
 from firereg.transforms.global_models import (
-    GlobalModel,
     fit_model,
     invert_quadratic,
     min_jacobian_det,
@@ -104,8 +103,7 @@ def prealign_pair(pair: GeneratedPair, rng: np.random.Generator, config: Prealig
     if model.kind == "quadratic":
         moving_points = invert_quadratic(model, pair.moving_points)
     else:
-        inverse = np.linalg.inv(model.matrix())
-        moving_points = GlobalModel("homography", inverse / inverse[2, 2]).apply(pair.moving_points)
+        moving_points = model.inverse().apply(pair.moving_points)
     note = {"kind": model.kind, "params": np.asarray(model.params).tolist(), **dataclasses.asdict(cfg)}
     return dataclasses.replace(pair, moving=aligned, moving_points=moving_points,
                                changes={**pair.changes, "prealign": note})

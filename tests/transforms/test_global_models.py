@@ -139,3 +139,11 @@ def test_sampling_grid_maps_every_fixed_pixel_as_apply_does():
         assert map_x.shape == map_y.shape == (30, 40) and map_x.dtype == np.float32
         for x, y in ((0, 0), (39, 0), (12, 29), (39, 29)):
             assert np.allclose([map_x[y, x], map_y[y, x]], model.apply(np.array([[x, y]], dtype=float))[0], atol=1e-4)
+
+
+def test_inverse_of_a_homography_maps_back():
+    h = GlobalModel("homography", [[1.02, 0.01, 3.0], [-0.02, 0.99, -2.0], [1e-5, -2e-5, 1.0]])
+    points = np.array([[0.0, 0.0], [100.0, 50.0], [300.0, 280.0]])
+    assert np.allclose(h.inverse().apply(h.apply(points)), points, atol=1e-9)
+    with pytest.raises(ValueError, match="no 3x3 matrix"):
+        GlobalModel("quadratic", np.zeros((2, 6))).inverse()
