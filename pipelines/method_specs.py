@@ -43,11 +43,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from firereg.evaluation.baselines import METHODS, make_method
 from firereg.evaluation.fingerprints import file_sha256, jsonable
 from firereg.evaluation.results import RegistrationMethod
 from firereg.pipelines.nn.networks import MODEL_TYPES
+
+if TYPE_CHECKING:  # torch is imported only when a model is asked for
+    from firereg.pipelines.inference.refine import RefineConfig
 
 __all__ = [
     "DEFAULT",
@@ -243,10 +247,8 @@ def make_any_method(spec: str) -> RegistrationMethod:
         return method
     # torch is imported only when a model is asked for
     from firereg.pipelines.inference.deep_method import DeepMethod
-    from firereg.pipelines.inference.refine import fundus_refinement
 
-    aligned = parsed.model_type == HYBRID  # the hybrid refines a globally aligned pair
-    refine = fundus_refinement(parsed.tto_steps, aligned) if parsed.tto_steps > 0 else None
+    refine = _refinement(parsed)
     if parsed.model_type == HYBRID:
         from firereg.pipelines.inference.hybrid import HybridMethod
 
@@ -256,6 +258,17 @@ def make_any_method(spec: str) -> RegistrationMethod:
     method = DeepMethod(parsed.path, expected_type=parsed.model_type, refine=refine, name=parsed.label)
     method.fingerprint = method_fingerprint(spec)
     return method
+
+
+def _refinement(parsed: MethodSpec) -> RefineConfig | None:
+    """The test-time refinement of a deep spec (None without ``+tto``), one place for the method
+    and its fingerprint: :func:`firereg.pipelines.inference.refine.fundus_refinement`, the finest
+    level skipped for a hybrid (it refines a globally aligned pair)."""
+    from firereg.pipelines.inference.refine import fundus_refinement
+
+    if parsed.tto_steps <= 0:
+        return None
+    return fundus_refinement(parsed.tto_steps, aligned=parsed.model_type == HYBRID)
 
 
 def method_fingerprint(spec: str, method: RegistrationMethod | None = None) -> dict:
@@ -285,11 +298,10 @@ def method_fingerprint(spec: str, method: RegistrationMethod | None = None) -> d
         settings = dataclasses.asdict(method) if dataclasses.is_dataclass(method) else None
         return jsonable({"spec": parsed.text, "label": parsed.label, "settings": settings})
     from firereg.pipelines.checkpoints import resolve_checkpoint
-    from firereg.pipelines.inference.refine import fundus_refinement
 
     checkpoint = resolve_checkpoint(parsed.path).resolve()
-    aligned = parsed.model_type == HYBRID
-    refine = dataclasses.asdict(fundus_refinement(parsed.tto_steps, aligned)) if parsed.tto_steps > 0 else None
+    refine = _refinement(parsed)
+    refine = dataclasses.asdict(refine) if refine is not None else None
     extra = {}
     if parsed.model_type == HYBRID:
         extra["settings"] = dataclasses.asdict(make_method("sift-quadratic"))
